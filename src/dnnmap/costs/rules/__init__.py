@@ -1,0 +1,1 @@
+"""Cost rule modules; importing this package registers every rule."""
