@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from dnnmap.costs.base import OpCost, RuleContext
 from dnnmap.costs.registry import rule_for
+from dnnmap.errors import UnknownOpError
 from dnnmap.ir import Graph, Op, OpClass
 
 
@@ -35,10 +36,6 @@ class CoverageLedger:
     @property
     def unknown_ops(self) -> int:
         return sum(e.count for e in self.unknown)
-
-
-class UnknownOpError(RuntimeError):
-    """Raised by ``count_graph(..., strict=True)`` when an op has no cost rule."""
 
 
 @dataclass(frozen=True)
