@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from dnnmap.costs import CountedGraph, OpCost
 from dnnmap.ir import OpClass
 
 
-class Strategy(str, Enum):
+class Strategy(StrEnum):
     UNFUSED = "unfused"  # one subgraph per op, views folded into neighbours
     GREEDY = "greedy"  # classic sequential fusion, stops at forks / joins
     COMPILER = "compiler"  # modelled on Inductor / XLA (the default)

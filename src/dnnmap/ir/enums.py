@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     """Element types, named as PyTorch names them (``torch.float32`` -> ``float32``)."""
 
     FLOAT64 = "float64"
@@ -80,7 +80,7 @@ _ALIASES = {
 }
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """What a tensor is to the model."""
 
     INPUT = "input"  # a user input (image, token ids)
@@ -91,7 +91,7 @@ class Role(str, Enum):
     OUTPUT = "output"  # produced by an op and returned by the model
 
 
-class OpClass(str, Enum):
+class OpClass(StrEnum):
     """What kind of work an op does; decides which cost rule family and which hardware unit."""
 
     MATMUL = "matmul"
@@ -112,6 +112,6 @@ class OpClass(str, Enum):
         return self in (OpClass.MATMUL, OpClass.CONV, OpClass.ATTENTION)
 
 
-class CapturePath(str, Enum):
+class CapturePath(StrEnum):
     EXPORT = "export"  # torch.export.export(strict=False) under FakeTensorMode
     DISPATCH = "dispatch"  # TorchDispatchMode recorder (fallback)

@@ -1,0 +1,1 @@
+"""dnnmap.calibrate (being written)."""

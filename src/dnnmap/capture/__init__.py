@@ -1,0 +1,1 @@
+"""dnnmap.capture (being written)."""

@@ -1,0 +1,32 @@
+"""``dnnmap`` command line: count, partition, analyze, compare, hardware, calibrate, validate."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dnnmap.cli import count_cmd
+from dnnmap.cli.common import STATE
+
+app = typer.Typer(
+    name="dnnmap",
+    help="How will this neural network run on that chip, and why.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False,
+) -> None:
+    STATE.debug = debug
+
+
+count_cmd.register(app)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

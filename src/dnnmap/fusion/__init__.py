@@ -1,0 +1,1 @@
+"""dnnmap.fusion (being written)."""

@@ -1,0 +1,1 @@
+"""dnnmap.hardware (being written)."""

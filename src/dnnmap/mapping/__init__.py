@@ -1,0 +1,1 @@
+"""dnnmap.mapping (being written)."""

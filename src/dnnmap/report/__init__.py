@@ -1,0 +1,1 @@
+"""Tables, JSON/CSV and plots of dnnmap's results. Thin: no analysis lives here."""

@@ -1,0 +1,1 @@
+"""dnnmap.validate (being written)."""
