@@ -1,6 +1,6 @@
 """Per-op cost rules (a registry) and the counting pass with its coverage ledger."""
 
-from dnnmap.costs.base import OpCost, RuleContext
+from dnnmap.costs.base import CostRuleError, OpCost, RuleContext
 from dnnmap.costs.count import (
     CountedGraph,
     CoverageLedger,
@@ -11,6 +11,7 @@ from dnnmap.costs.count import (
 from dnnmap.costs.registry import cost_rule, registered_ops, rule_for
 
 __all__ = [
+    "CostRuleError",
     "CountedGraph",
     "CoverageLedger",
     "LedgerEntry",

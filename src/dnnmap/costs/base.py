@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dnnmap.ir import Graph, Op, Tensor
+from dnnmap.errors import DnnmapError
+from dnnmap.ir import Graph, Op, Role, Tensor
+
+
+class CostRuleError(DnnmapError):
+    """A rule could not cost an op (shapes that contradict the op's schema); names the op."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +83,31 @@ class OpCost:
 
 @dataclass(frozen=True, slots=True)
 class RuleContext:
-    """What a cost rule sees: the op and its resolved input / output tensors."""
+    """What a cost rule sees: the op and its resolved input / output tensors.
+
+    ``bases`` holds, per input, the tensor whose storage it views (following ``alias_of`` to
+    the root), so a transposed weight ``t(w)`` still reads as a weight. Empty means every
+    input is its own base.
+    """
 
     op: Op
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
+    bases: tuple[Tensor, ...] = ()
 
     @classmethod
     def of(cls, graph: Graph, op: Op) -> RuleContext:
+        inputs = tuple(graph.tensors[t] for t in op.inputs)
         return cls(
             op=op,
-            inputs=tuple(graph.tensors[t] for t in op.inputs),
+            inputs=inputs,
             outputs=tuple(graph.tensors[t] for t in op.outputs),
+            bases=tuple(_storage_base(graph, t) for t in inputs),
         )
+
+    def base(self, i: int) -> Tensor:
+        """The storage base of input ``i`` (the input itself when it is not a view)."""
+        return self.bases[i] if self.bases else self.inputs[i]
 
     @property
     def attrs(self) -> Mapping[str, Any]:
@@ -107,10 +124,18 @@ class RuleContext:
         """(bytes read, bytes written, weight bytes read) for reading every input once."""
         read = sum(t.nbytes for t in self.inputs)
         written = sum(t.nbytes for t in self.outputs)
-        weight = sum(t.nbytes for t in self.inputs if t.is_static)
+        weight = sum(t.nbytes for i, t in enumerate(self.inputs) if self.base(i).is_static)
         return read, written, weight
 
     def params(self) -> int:
-        from dnnmap.ir import Role
+        """Parameter elements read: inputs that are (views of) weights, each in full."""
+        return sum(t.numel for i, t in enumerate(self.inputs) if self.base(i).role == Role.WEIGHT)
 
-        return sum(t.numel for t in self.inputs if t.role == Role.WEIGHT)
+
+def _storage_base(graph: Graph, t: Tensor) -> Tensor:
+    """Follow ``alias_of`` to the tensor that owns the storage (guarding against cycles)."""
+    seen = {t.id}
+    while t.alias_of is not None and t.alias_of in graph.tensors and t.alias_of not in seen:
+        t = graph.tensors[t.alias_of]
+        seen.add(t.id)
+    return t

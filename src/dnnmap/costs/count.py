@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from dnnmap.costs.base import OpCost, RuleContext
-from dnnmap.costs.registry import rule_for
+from dnnmap.costs.base import CostRuleError, OpCost, RuleContext
+from dnnmap.costs.registry import Rule, rule_for
 from dnnmap.errors import UnknownOpError
 from dnnmap.ir import Graph, Op, OpClass
 
@@ -58,6 +58,20 @@ class CountedGraph:
         return out
 
 
+def _apply(rule: Rule, graph: Graph, op: Op) -> OpCost:
+    """Run one rule; shapes that contradict the op's schema become a CostRuleError naming the op."""
+    try:
+        return rule(RuleContext.of(graph, op))
+    except CostRuleError:
+        raise
+    except (AssertionError, ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as e:
+        shapes = ", ".join(str(graph.tensors[t].shape) for t in op.inputs if t in graph.tensors)
+        raise CostRuleError(
+            f"cannot cost {op.id} ({op.target}) in module {op.module_path or '<root>'}: "
+            f"{type(e).__name__}: {e}; input shapes {shapes}"
+        ) from e
+
+
 def count_graph(graph: Graph, strict: bool = False) -> CountedGraph:
     """Apply the registered rule to every op; ops without one go to the ledger as zero.
 
@@ -71,7 +85,7 @@ def count_graph(graph: Graph, strict: bool = False) -> CountedGraph:
             missing.setdefault(op.target, []).append(op.module_path or "<root>")
             costs[op.id] = OpCost.zeros()
             continue
-        costs[op.id] = rule(RuleContext.of(graph, op))
+        costs[op.id] = _apply(rule, graph, op)
     entries = tuple(
         LedgerEntry(t, len(mods), tuple(dict.fromkeys(mods)))
         for t, mods in sorted(missing.items(), key=lambda kv: (-len(kv[1]), kv[0]))

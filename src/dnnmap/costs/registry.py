@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dnnmap.costs.base import OpCost, RuleContext
-from dnnmap.ir.classify import op_name
+from dnnmap.ir.classify import inplace_base, op_name
 
 Rule = Callable[[RuleContext], OpCost]
 
@@ -21,7 +21,8 @@ def cost_rule(*names: str) -> Callable[[Rule], Rule]:
     """Register ``fn`` as the cost rule for ATen ops ``names`` (``"mm"``, ``"aten.addmm"``).
 
     Names are matched without namespace and overload (``aten.add.Tensor`` -> ``add``), so
-    one rule covers every overload. Registering a name twice raises at import time.
+    one rule covers every overload; an in-place variant (``add_``) without a rule of its own
+    uses the rule of its out-of-place op. Registering a name twice raises at import time.
     """
 
     def deco(fn: Rule) -> Rule:
@@ -39,7 +40,11 @@ def cost_rule(*names: str) -> Callable[[Rule], Rule]:
 
 def rule_for(target: str) -> Rule | None:
     _ensure_loaded()
-    return _RULES.get(op_name(target))
+    key = op_name(target)
+    rule = _RULES.get(key)
+    if rule is None and (base := inplace_base(key)) is not None:
+        rule = _RULES.get(base)
+    return rule
 
 
 def registered_ops() -> frozenset[str]:

@@ -26,6 +26,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
         "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math",
         "_flash_attention_forward", "_efficient_attention_forward",
+        "_native_multi_head_attention",
     ),
     OpClass.SOFTMAX: ("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"),
     OpClass.NORMALIZATION: (
@@ -42,6 +43,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
         "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
         "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "topk", "sort",
+        "adaptive_max_pool1d", "adaptive_max_pool3d", "nansum", "aminmax", "count_nonzero",
     ),
     OpClass.EMBEDDING: ("embedding", "embedding_bag", "_embedding_bag"),
     OpClass.DATA_MOVEMENT: (
@@ -53,9 +55,18 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "new_ones", "new_empty", "new_full", "zeros", "ones", "full", "empty", "arange",
         "zeros_like", "ones_like", "full_like", "empty_like", "rand", "randn", "rand_like",
         "randn_like", "scalar_tensor", "tril", "triu", "fill", "fill_", "zero_", "lift_fresh_copy",
-        "_assert_tensor_metadata", "masked_fill", "where", "clamp_min_", "one_hot",
+        "masked_fill", "where", "one_hot",
         "pixel_shuffle", "channel_shuffle", "native_channel_shuffle", "empty_strided",
         "linspace", "_unsafe_view_copy", "split_with_sizes_copy", "im2col", "col2im",
+        # functionalized view copies, scatters into views, padding and resampling variants
+        "view_copy", "expand_copy", "permute_copy", "slice_copy", "select_copy",
+        "transpose_copy", "t_copy", "unsqueeze_copy", "squeeze_copy", "alias_copy",
+        "detach_copy", "_reshape_copy", "slice_scatter", "select_scatter",
+        "as_strided_scatter", "diagonal_scatter", "index_fill", "repeat_interleave",
+        "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
+        "replication_pad2d", "replication_pad3d", "upsample_nearest1d", "upsample_nearest3d",
+        "_upsample_nearest_exact2d", "upsample_linear1d", "upsample_bicubic2d",
+        "upsample_trilinear3d", "bernoulli", "randint", "randperm",
     ),
     OpClass.VIEW: (
         "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "expand_as",
@@ -66,6 +77,9 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "lift", "type_as", "to", "align_to", "tensor_split", "real", "view_as_real",
         "view_as_complex", "_reshape_alias", "_sym_constrain_range_for_size",
         "sym_constrain_range_for_size", "_assert_scalar", "item",
+        "_assert_tensor_metadata", "swapaxes", "swapdims", "as_strided_", "unsafe_split",
+        "unsafe_chunk", "reshape_as", "alpha_dropout", "feature_alpha_dropout", "device",
+        "sym_storage_offset", "resolve_conj", "resolve_neg",
     ),
 }
 
@@ -83,6 +97,7 @@ _ELEMENTWISE = (
     "bitwise_left_shift", "bitwise_right_shift", "__and__", "__or__", "true_divide",
     "gelu_", "relu_", "hardtanh_", "silu_", "add_", "mul_", "div_", "sub_", "hardswish_",
     "sigmoid_", "tanh_", "clamp_", "neg_", "exp_", "copysign",
+    "diff", "log_sigmoid_forward", "logaddexp", "float_power", "positive", "hypot",
 )
 
 _LOOKUP: dict[str, OpClass] = {name: OpClass.ELEMENTWISE for name in _ELEMENTWISE}
@@ -97,11 +112,30 @@ def op_name(target: str) -> str:
     """``aten.add.Tensor`` -> ``add``; ``aten::add.Tensor`` -> ``add``; ``add`` -> ``add``."""
     t = target.replace("::", ".")
     parts = t.split(".")
-    if len(parts) >= 2 and parts[0] in ("aten", "prims", "torch", "_ops"):
+    if len(parts) >= 2 and parts[0] in ("aten", "prims", "prim", "torch", "_ops"):
         return parts[1]
     return parts[0]
 
 
+def inplace_base(name: str) -> str | None:
+    """``add_`` -> ``add`` (an in-place op's out-of-place form); ``None`` for other names."""
+    if len(name) > 1 and name.endswith("_") and not name.endswith("__"):
+        return name[:-1]
+    return None
+
+
 def classify(target: str) -> OpClass:
-    """The class of an ATen op; ``OTHER`` when it is not in the table."""
-    return _LOOKUP.get(op_name(target), OpClass.OTHER)
+    """The class of an ATen op; ``OTHER`` when it is not in the table.
+
+    An in-place op not named in the table (``sigmoid_``) takes its out-of-place op's class.
+    """
+    name = op_name(target)
+    cls = _LOOKUP.get(name)
+    if cls is None and (base := inplace_base(name)) is not None:
+        cls = _LOOKUP.get(base)
+    return cls if cls is not None else OpClass.OTHER
+
+
+def classified_ops() -> dict[str, OpClass]:
+    """Every op name the table names, with its class (for coverage checks)."""
+    return dict(_LOOKUP)

@@ -169,14 +169,13 @@ def _frame_table(df: pd.DataFrame, title: str, key: str) -> Any:
     from dnnmap.report.units import si
 
     tbl = Table(title=title)
-    cols = (key, "ops", "flops", "tensor_flops", "vector_flops", "bytes_read", "bytes_written")
-    for c in cols:
-        tbl.add_column(c, justify="left" if c == key else "right")
+    heads = (key, "ops", "FLOPs", "tensor FLOPs", "vector FLOPs", "read B", "written B")
+    for c in heads:
+        tbl.add_column(c, justify="left" if c == key else "right", overflow="fold")
     for r in df.to_dict(orient="records"):
         tbl.add_row(
             str(r[key]),
             str(r["ops"]),
-            *(si(r[c], "FLOP") for c in ("flops", "tensor_flops", "vector_flops")),
-            *(si(r[c], "B") for c in ("bytes_read", "bytes_written")),
+            *(si(r[c]) for c in ("flops", "tensor_flops", "vector_flops", "bytes_read", "bytes_written")),
         )
     return tbl

@@ -1,0 +1,133 @@
+"""What to measure: the problem-size grids of each microbenchmark, per device and mode.
+
+A plan is data. The grids are chosen so each axis spans the sizes real layers have
+(GEMM M from a batch-1 token to a batch of image rows; conv spatial sizes 7x7 .. 112x112)
+and so the full CPU run fits in the 3-minute budget on a 2-core machine:
+the dense 3x3 conv grid costs 2 * sum(M) * sum(N) * sum(K) FLOPs per pass
+= 2 * (49+196+784+3136+12544) * (16+64+256+1024) * (27+144+576+2304) ~ 1.4e11, i.e. about
+1.4 s per pass at the ~100 GFLOP/s two Zen 2 cores reach.
+
+>>> p = plan_for("cpu", quick=True)
+>>> p.gemm_fp32.m[0], len(p.bandwidth_bytes) > 4
+(1, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GemmGrid:
+    """Axes of a GEMM efficiency table: C[M,N] += A[M,K] @ B[K,N] at every (m, n, k)."""
+
+    dtype: str
+    m: tuple[int, ...]
+    n: tuple[int, ...]
+    k: tuple[int, ...]
+    max_flops: float = float("inf")  # points above this are skipped (a slow dtype)
+
+    def points(self) -> list[tuple[int, int, int]]:
+        return [
+            (m, n, k)
+            for m in self.m
+            for n in self.n
+            for k in self.k
+            if 2.0 * m * n * k <= self.max_flops
+        ]
+
+
+@dataclass(frozen=True)
+class ConvGrid:
+    """Axes of a conv table in its GEMM view: M = batch*Ho*Wo (as hw*hw at batch 1),
+    N = out channels, K = in channels * kernel * kernel (depthwise: K = kernel*kernel)."""
+
+    kind: str  # "conv" (kernel > 1), "conv1x1" or "depthwise"
+    kernel: int
+    hw: tuple[int, ...]  # output height = width (stride 1, same padding)
+    cout: tuple[int, ...]  # depthwise: channels
+    cin: tuple[int, ...] = (1,)  # ignored for depthwise
+
+    def points(self) -> list[tuple[int, int, int]]:
+        """(hw, cin, cout) triples."""
+        return [(hw, ci, co) for hw in self.hw for ci in self.cin for co in self.cout]
+
+
+@dataclass(frozen=True)
+class Plan:
+    device: str
+    gemm_fp32: GemmGrid
+    gemm_other: tuple[GemmGrid, ...]
+    convs: tuple[ConvGrid, ...]
+    bandwidth_bytes: tuple[int, ...]  # working-set sizes of the copy / add sweeps
+    runs: int = 5  # timed samples per point (median kept)
+    min_seconds: float = 0.02  # and at least this much timed work per point
+    passes: int = 1  # sweeps over every grid; per point the fastest median is kept
+    quick: bool = False
+
+
+def _pow2(lo: int, hi: int, step: int = 1) -> tuple[int, ...]:
+    """Powers of two from 2**lo to 2**hi: ``_pow2(12, 16, 2) == (4096, 16384, 65536)``."""
+    return tuple(2**e for e in range(lo, hi + 1, step))
+
+
+def plan_for(device: str, quick: bool = False) -> Plan:
+    """The plan for ``device`` ("cpu" / "cuda"); ``quick`` is the CI plan (coarser, < 30 s)."""
+    if device == "cuda":
+        return _cuda_plan(quick)
+    if quick:
+        return Plan(
+            device="cpu",
+            gemm_fp32=GemmGrid("float32", m=(1, 32, 512), n=(64, 512), k=(64, 512)),
+            gemm_other=(GemmGrid("bfloat16", m=(32,), n=(64,), k=(64,), max_flops=2e7),),
+            convs=(
+                ConvGrid("conv", 3, hw=(7, 28), cin=(16, 64), cout=(16, 64)),
+                ConvGrid("conv1x1", 1, hw=(1, 7, 28), cin=(16, 128), cout=(16, 128)),
+                ConvGrid("depthwise", 3, hw=(7, 28), cout=(32, 256)),
+                ConvGrid("depthwise", 5, hw=(7, 28), cout=(32, 256)),
+            ),
+            bandwidth_bytes=_pow2(12, 26, 2),  # 4 KiB .. 64 MiB
+            runs=3,
+            min_seconds=0.005,
+            quick=True,
+        )
+    return Plan(
+        device="cpu",
+        gemm_fp32=GemmGrid(
+            "float32", m=(1, 8, 32, 128, 512, 2048), n=(32, 128, 512, 2048), k=(32, 128, 512, 2048)
+        ),
+        # bf16 runs where torch supports it; without native bf16 FMA it is emulated and slow,
+        # so the grid is cut at 2e8 FLOPs a point (~0.1 s at 2 GFLOP/s).
+        gemm_other=(
+            GemmGrid("bfloat16", m=(1, 32, 256), n=(64, 512), k=(64, 512), max_flops=2e8),
+        ),
+        convs=(
+            ConvGrid("conv", 3, hw=(7, 14, 28, 56, 112), cin=(3, 16, 64, 256), cout=(16, 64, 256, 1024)),
+            # hw=1: the squeeze-excitation 1x1 convs on a pooled 1x1 map
+            ConvGrid("conv1x1", 1, hw=(1, 7, 14, 28, 56, 112), cin=(16, 64, 256, 1024), cout=(16, 64, 256, 1024)),
+            ConvGrid("depthwise", 3, hw=(7, 14, 28, 56, 112), cout=(16, 64, 256, 1024)),
+            ConvGrid("depthwise", 5, hw=(7, 14, 28, 56, 112), cout=(16, 64, 256, 1024)),
+        ),
+        bandwidth_bytes=_pow2(12, 28, 1),  # 4 KiB .. 256 MiB: every cache level and DRAM
+        runs=5,
+        min_seconds=0.02,
+        passes=2,
+    )
+
+
+def _cuda_plan(quick: bool) -> Plan:
+    sizes = (1, 16, 128, 1024, 4096) if not quick else (16, 1024)
+    nk = (128, 1024, 4096, 8192) if not quick else (128, 4096)
+    return Plan(
+        device="cuda",
+        gemm_fp32=GemmGrid("float32", m=sizes, n=nk, k=nk),
+        gemm_other=tuple(GemmGrid(d, m=sizes, n=nk, k=nk) for d in ("tf32", "bfloat16", "float16")),
+        convs=(
+            ConvGrid("conv", 3, hw=(7, 28, 112) if not quick else (28,), cin=(16, 256), cout=(64, 512)),
+            ConvGrid("conv1x1", 1, hw=(7, 28, 112) if not quick else (28,), cin=(64, 1024), cout=(64, 1024)),
+            ConvGrid("depthwise", 3, hw=(7, 28, 112) if not quick else (28,), cout=(64, 1024)),
+        ),
+        bandwidth_bytes=_pow2(14, 31, 1) if not quick else _pow2(14, 30, 4),  # 16 KiB .. 2 GiB
+        runs=10 if not quick else 3,
+        min_seconds=0.01,
+    )

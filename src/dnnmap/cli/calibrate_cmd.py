@@ -1,0 +1,101 @@
+"""``dnnmap calibrate`` and ``dnnmap validate``: measure this machine, check the predictions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dnnmap.cli.common import (
+    CsvOpt,
+    ForceOpt,
+    HardwareDirOpt,
+    JsonOpt,
+    console,
+    err_console,
+    handle_errors,
+    write_json,
+    write_text,
+)
+from dnnmap.errors import DnnmapError
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda (the device to measure / run on)")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)
+    app.command("validate")(validate)
+
+
+def _may_write(path: Path, force: bool) -> bool:
+    """Whether ``path`` may be (over)written: it does not exist, ``--force``, or the user says
+    yes at a terminal prompt. Asked before the run, so a refusal costs nothing."""
+    if force or not path.exists():
+        return force
+    if sys.stdin.isatty() and typer.confirm(f"{path} exists. Overwrite it?", default=False):
+        return True
+    raise DnnmapError(f"{path} exists; not overwriting it (use --force, or --out another file)")
+
+
+@handle_errors
+def calibrate(
+    device: DeviceOpt = "cpu",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Profile YAML to write (default: ./NAME.yaml)")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Profile name (default: from the device, + '-measured')")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Coarse grids, for CI (< 30 s)")] = False,
+    force: ForceOpt = False,
+) -> None:
+    """Measure this device with microbenchmarks and write a calibrated hardware profile."""
+    from dnnmap.calibrate import calibrate as api_calibrate
+    from dnnmap.calibrate import default_profile_name
+    from dnnmap.report.validation import render_calibration, rich_progress
+
+    name = name or default_profile_name(device)
+    path = out or Path(f"{name}.yaml")
+    force = _may_write(path, force)
+    with rich_progress(f"calibrating {device}") as progress:
+        profile = api_calibrate(device=device, quick=quick, out=path, name=name, force=force, progress=progress)
+    for r in render_calibration(profile):
+        console.print(r)
+    err_console.print(f"wrote {path}; use it with: dnnmap validate resnet18 --hardware {path}")
+
+
+@handle_errors
+def validate(
+    models: Annotated[list[str], typer.Argument(help="Model names (as for `dnnmap count`)")],
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Profile name or YAML path (from `dnnmap calibrate`)")],
+    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, comma-separated: 1,8")] = "1",
+    device: DeviceOpt = "cpu",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16")] = "fp32",
+    seq_len: Annotated[int | None, typer.Option("--seq-len", min=1, help="Sequence length (language models)")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="At least this many timed runs per case")] = 5,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", min=0.0, help="And at least this much timed time")] = 1.0,
+    hardware_dir: HardwareDirOpt = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Run each model for real, predict it with the profile, and print predicted vs measured."""
+    from dnnmap.report.validation import render_validation, rich_progress
+    from dnnmap.validate import RunSettings
+    from dnnmap.validate import validate as api_validate
+
+    try:
+        batches = tuple(int(b) for b in batch.split(",") if b.strip())
+    except ValueError:
+        raise DnnmapError(f"--batch takes comma-separated integers, not {batch!r}") from None
+    if not batches or min(batches) < 1:
+        raise DnnmapError("--batch needs at least one batch size >= 1")
+    settings = RunSettings(min_runs=runs, min_seconds=min_seconds)
+    with rich_progress("validating") as progress:
+        report = api_validate(models, hardware, batches, device=device, precision=precision, seq_len=seq_len,
+                              settings=settings, progress=progress, hardware_dirs=tuple(hardware_dir or ()))
+    if json_out is not None:
+        write_json(json_out, report.to_dict(), force)
+    if csv_out is not None:
+        write_text(csv_out, report.to_dataframe().to_csv(index=False), force)
+    if str(json_out) != "-" and str(csv_out) != "-":
+        for r in render_validation(report):
+            console.print(r)

@@ -1,0 +1,196 @@
+"""Proposals: which groups *might* become one kernel. Nothing here decides or merges; each
+proposal goes through :meth:`Fuser.propose` (decision + legality).
+
+Pattern finders work on the op graph (indices into ``graph.ops``) and return op groups;
+pair finders work on the current grouping and return scored pairs.
+
+>>> from dnnmap.fusion.kinds import GraphIndex
+>>> from dnnmap.fusion.toy import attention_block
+>>> idx = GraphIndex(attention_block())
+>>> [[idx.graph.ops[i].target.split(".")[1] for i in grp] for grp in attention_cores(idx)]
+[['matmul', 'div', '_softmax', 'matmul']]
+"""
+
+from __future__ import annotations
+
+from dnnmap.fusion.decide import Pattern, Relation
+from dnnmap.fusion.fuser import Fuser
+from dnnmap.fusion.kinds import FusionKind, GraphIndex, is_global_pool
+from dnnmap.ir import OpClass
+from dnnmap.ir.classify import op_name
+
+_PASS_THROUGH = (FusionKind.POINTWISE, FusionKind.VIEW)
+_GATES = frozenset({"sigmoid", "hardsigmoid", "sigmoid_", "hardsigmoid_"})
+
+
+# -- views -----------------------------------------------------------------------------------------
+def fold_views(f: Fuser) -> None:
+    """Every true view joins the kernel producing its input; views of weights / model inputs
+    (no producer) join their first consumer that accepts them."""
+    idx, st = f.index, f.state
+    views = [i for i, k in enumerate(idx.kinds) if k is FusionKind.VIEW]
+    for i in views:
+        producer = idx.preds[i]
+        if producer:
+            f.propose(producer[0], i, Relation.VERTICAL, Pattern.VIEW_FOLD)
+    for i in reversed(views):
+        root = st.find(i)
+        if st.pred[root] or any(idx.kinds[m] is not FusionKind.VIEW for m in st.members[root]):
+            continue
+        for c in sorted(st.succ[root], key=lambda r: st.pos[r]):
+            if f.propose(i, c, Relation.VERTICAL, Pattern.VIEW_FOLD):
+                break
+
+
+# -- patterns on the op graph ---------------------------------------------------------------------------
+def _main_neighbour(idx: GraphIndex, cur: int, forward: bool) -> int | None:
+    """Forward: the single consumer. Backward: the producer of the largest input (a mask or
+    a scale is a side input; the scores are the main one)."""
+    if forward:
+        nxt = idx.succs[cur]
+        return nxt[0] if len(nxt) == 1 else None
+    g = idx.graph
+    best, best_bytes = None, -1
+    for t in g.ops[cur].inputs:
+        p = g.tensors[t].producer
+        if p is not None and g.tensors[t].nbytes > best_bytes:
+            best, best_bytes = idx.pos[p], g.tensors[t].nbytes
+    return best
+
+
+def _single_consumer_chain(idx: GraphIndex, start: int, forward: bool, stop) -> list[int]:  # noqa: ANN001
+    """Ops met walking from ``start`` through single-consumer pointwise/view ops until
+    ``stop(op_index)`` holds (that op included); [] if the walk leaves the pattern."""
+    chain: list[int] = []
+    cur = start
+    for _ in range(16):  # attention / SE chains are short
+        nxt = _main_neighbour(idx, cur, forward)
+        if nxt is None or (not forward and len(idx.succs[nxt]) != 1):
+            return []
+        cur = nxt
+        if stop(cur):
+            return [*chain, cur]
+        if idx.kinds[cur] not in _PASS_THROUGH:
+            return []
+        chain.append(cur)
+    return []
+
+
+def _activation_gemm(idx: GraphIndex, i: int) -> bool:
+    """A matmul of two activations (QK^T or P.V), not a linear layer."""
+    op = idx.graph.ops[i]
+    return op.op_class is OpClass.MATMUL and not any(
+        idx.is_static_storage(idx.storage[t]) for t in op.inputs
+    )
+
+
+def attention_cores(idx: GraphIndex) -> list[list[int]]:
+    """Decomposed attention: matmul(q, k^T) -> pointwise (scale, mask) -> softmax ->
+    (dropout, views) -> matmul(., v), found around each softmax. (A fused SDPA op is one
+    op already; its pointwise neighbours join it as epilogues.)"""
+    groups = []
+    for s, op in enumerate(idx.graph.ops):
+        if op.op_class is not OpClass.SOFTMAX:
+            continue
+        back = _single_consumer_chain(idx, s, False, lambda i: _activation_gemm(idx, i))
+        fwd = _single_consumer_chain(idx, s, True, lambda i: _activation_gemm(idx, i))
+        if back and fwd:
+            groups.append(sorted({*back, s, *fwd}))
+    return groups
+
+
+def squeeze_excite(idx: GraphIndex) -> list[list[int]]:
+    """SE blocks: global pool -> GEMM/conv -> act -> GEMM/conv -> sigmoid, whose result gates
+    (multiplies) the pool's own input. The gate multiply stays outside (it streams the
+    full feature map again, after the whole channel vector is known)."""
+    groups = []
+    st = idx.storage
+    for p, op in enumerate(idx.graph.ops):
+        if not is_global_pool(op, idx.graph):
+            continue
+        chain, cur = [p], p
+        while len(chain) < 12:
+            nxt = idx.succs[cur]
+            if len(nxt) != 1 or idx.kinds[nxt[0]] not in (*_PASS_THROUGH, FusionKind.TEMPLATE):
+                break
+            cur = nxt[0]
+            chain.append(cur)
+            if op_name(idx.graph.ops[cur].target) in _GATES:
+                break
+        gate = idx.graph.ops[cur]
+        if op_name(gate.target) not in _GATES or not any(idx.kinds[i] is FusionKind.TEMPLATE for i in chain):
+            continue
+        x = st[op.inputs[0]]
+        users = idx.succs[cur]
+        if users and all(x in {st[t] for t in idx.graph.ops[u].inputs} for u in users):
+            groups.append(chain)
+    return groups
+
+
+def horizontal_gemms(idx: GraphIndex, static_gemms: frozenset[int]) -> list[list[int]]:
+    """Weight GEMMs reading the same activation storage (Q/K/V, gate/up projections)."""
+    by_input: dict[str, list[int]] = {}
+    st = idx.storage
+    for i in sorted(static_gemms):
+        for t in idx.graph.ops[i].inputs:
+            s = st[t]
+            if not idx.is_static_storage(s):
+                by_input.setdefault(s, []).append(i)
+                break
+    return [ops for ops in by_input.values() if len(ops) >= 2]
+
+
+def apply_group(f: Fuser, ops: list[int], pattern: Pattern, relation: Relation) -> bool:
+    """Propose the members of one pattern group to each other, in execution order."""
+    ok = True
+    for i in ops[1:]:
+        ok = bool(f.propose(ops[0], i, relation, pattern)) and ok
+    return ok
+
+
+# -- pairs on the grouping ----------------------------------------------------------------------------------
+def vertical_pairs(f: Fuser) -> list[tuple[int, int]]:
+    """Producer -> consumer group pairs, most shared bytes first (Inductor's score: memory
+    traffic saved), then in execution order."""
+    st, idx = f.state, f.index
+    produced: dict[int, set[str]] = {}
+    reads: dict[int, set[str]] = {}
+    g, storage = idx.graph, idx.storage
+    for r in st.roots():
+        produced[r] = {storage[t] for i in st.members[r] for t in g.ops[i].outputs}
+        reads[r] = {storage[t] for i in st.members[r] for t in g.ops[i].inputs}
+    scored = []
+    for a in st.roots():
+        for b in st.succ[a]:
+            shared = sum(g.tensors[s].nbytes for s in produced[a] & reads[b])
+            scored.append((-shared, st.pos[a], st.pos[b], a, b))
+    scored.sort()
+    return [(a, b) for *_, a, b in scored]
+
+
+def fuse_pairs(f: Fuser) -> None:
+    """Rounds of pairwise vertical fusion until nothing changes (at most ``max_rounds``)."""
+    for _ in range(f.config.max_rounds):
+        merged = 0
+        for a, b in vertical_pairs(f):
+            ra, rb = f.state.find(a), f.state.find(b)
+            if ra == rb or rb not in f.state.succ[ra]:
+                continue
+            merged += bool(f.propose(ra, rb, Relation.VERTICAL))
+        if not merged:
+            return
+
+
+def greedy_chains(f: Fuser) -> None:
+    """The classic walk: from each group in topological order, absorb the single consumer
+    while the decision allows (forks, joins, non-followers and the budget stop it)."""
+    st = f.state
+    for r in st.roots():
+        if st.find(r) != r:
+            continue
+        cur = r
+        while len(st.succ[cur]) == 1:
+            (nxt,) = st.succ[cur]
+            if not f.propose(cur, nxt, Relation.VERTICAL):
+                break
+            cur = st.find(cur)

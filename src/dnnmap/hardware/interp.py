@@ -1,0 +1,75 @@
+"""Interpolate measured tables: linear in log(size), clamped at both ends. Pure functions.
+
+A calibration table is a list of (size, value) points sorted by size (FLOPs of a GEMM,
+bytes of a working set). Between two points the value is interpolated linearly in
+``log(size)``, because sizes are swept geometrically; outside the table the nearest end
+point's value is used (no extrapolation).
+
+>>> pts = [(1e6, 0.2), (1e8, 0.6)]
+>>> round(interpolate(pts, 1e7), 9)  # halfway in log10 (6 -> 7 -> 8): (0.2 + 0.6) / 2
+0.4
+>>> interpolate(pts, 1.0), interpolate(pts, 1e12)  # clamped
+(0.2, 0.6)
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+from dnnmap.hardware.schema import (
+    BandwidthPoint,
+    Calibration,
+    ConvKind,
+    Precision,
+    ThroughputPoint,
+)
+
+
+def interpolate(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Value at ``x`` of the table ``points`` (sizes > 0, strictly increasing)."""
+    if not points:
+        raise ValueError("interpolate: empty table")
+    if x <= 0 or not math.isfinite(x):
+        raise ValueError(f"interpolate: size must be a positive finite number, got {x}")
+    xs = [p[0] for p in points]
+    if any(v <= 0 for v in xs) or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+        raise ValueError("interpolate: sizes must be positive and strictly increasing")
+    if x <= xs[0]:
+        return float(points[0][1])
+    if x >= xs[-1]:
+        return float(points[-1][1])
+    i = bisect.bisect_right(xs, x)  # xs[i-1] <= x < xs[i]
+    (x0, y0), (x1, y1) = points[i - 1], points[i]
+    t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+    return y0 + t * (y1 - y0)
+
+
+def throughput_at(points: Sequence[ThroughputPoint], flops: float) -> float:
+    """Achieved TFLOPS for a kernel of ``flops`` FLOPs, from a measured table."""
+    return interpolate([(p.flops, p.achieved_tflops) for p in points], flops)
+
+
+def bandwidth_at(points: Sequence[BandwidthPoint], working_set_bytes: float) -> float:
+    """Achieved GB/s for a working set of ``working_set_bytes``, from a measured table."""
+    return interpolate([(p.working_set_bytes, p.achieved_gbps) for p in points], working_set_bytes)
+
+
+def gemm_tflops(cal: Calibration, precision: Precision, flops: float) -> float | None:
+    """Measured GEMM throughput at this size, or None when the precision was not measured."""
+    pts = cal.gemm.get(precision)
+    return throughput_at(pts, flops) if pts else None
+
+
+def conv_tflops(cal: Calibration, kind: ConvKind, precision: Precision, flops: float) -> float | None:
+    """Measured convolution throughput of ``kind`` at this size, or None when not measured."""
+    pts = cal.conv.get(kind, {}).get(precision)
+    return throughput_at(pts, flops) if pts else None
+
+
+def efficiency(achieved_tflops: float, peak_tflops: float) -> float:
+    """Fraction of peak, in (0, 1]: ``efficiency(0.5, 2.0) == 0.25``."""
+    if peak_tflops <= 0 or achieved_tflops <= 0:
+        raise ValueError("efficiency: achieved and peak must be positive")
+    return min(1.0, achieved_tflops / peak_tflops)

@@ -1,0 +1,538 @@
+"""The hardware profile schema: one strict, frozen pydantic model per YAML file.
+
+Units are in the key names: ``_tflops`` (10^12 FLOP/s, or 10^12 op/s for int8), ``_gbps``
+(10^9 bytes/s, decimal as datasheets quote it), ``_bytes``, ``_pj``, ``_mhz``, ``_us``, ``_w``.
+Peaks are dense: never the with-sparsity figure. Every number names its source in the
+top-level ``sources`` mapping (field path -> citation); a path covers everything under it,
+so ``sources: {peak_tflops: "datasheet"}`` cites every entry of ``peak_tflops`` while
+``peak_tflops.bf16`` can override one entry.
+
+>>> p = HardwareProfile.model_validate(EXAMPLE)
+>>> p.name, p.device_class.value, p.peak(Precision.FP32)
+('toy-cpu', 'cpu', 0.1)
+>>> p.cpu.cores, p.memory[-1].name
+(2, 'dram')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dnnmap.errors import DnnmapError
+from dnnmap.ir import DType
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # an efficiency: 0 < e <= 1
+Count = Annotated[int, Field(gt=0)]
+ProfileName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class DeviceClass(StrEnum):
+    CPU = "cpu"
+    GPU = "gpu"
+    TPU = "tpu"
+    KPU = "kpu"
+
+
+class Provenance(StrEnum):
+    """Where a profile's numbers came from."""
+
+    THEORETICAL = "theoretical"  # datasheets, whitepapers, papers, estimates
+    CALIBRATED = "calibrated"  # measured on the device by ``dnnmap calibrate``
+
+
+class Precision(StrEnum):
+    """Arithmetic precisions a device may have a peak for (``--precision``).
+
+    ``tf32`` is fp32 storage with tf32 tensor-core math; ``fp8`` is e4m3/e5m2.
+    """
+
+    FP64 = "fp64"
+    FP32 = "fp32"
+    TF32 = "tf32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP8 = "fp8"
+    INT8 = "int8"
+
+    @property
+    def bytes_per_element(self) -> int:
+        """Storage size of one element: ``Precision.TF32.bytes_per_element == 4``."""
+        return _PRECISION_BYTES[self]
+
+    @classmethod
+    def parse(cls, value: str | Precision) -> Precision:
+        """``"BF16"`` -> ``Precision.BF16``; an unknown name raises :class:`DnnmapError`."""
+        if isinstance(value, Precision):
+            return value
+        try:
+            return cls(value.lower())
+        except ValueError:
+            known = ", ".join(p.value for p in cls)
+            raise DnnmapError(f"unknown precision {value!r}; choose one of {known}") from None
+
+    @classmethod
+    def from_dtype(cls, dtype: DType) -> Precision | None:
+        """``DType.BFLOAT16`` -> ``Precision.BF16``; integer/bool types other than int8 -> None."""
+        return _DTYPE_PRECISION.get(dtype)
+
+
+_PRECISION_BYTES = {
+    Precision.FP64: 8,
+    Precision.FP32: 4,
+    Precision.TF32: 4,
+    Precision.BF16: 2,
+    Precision.FP16: 2,
+    Precision.FP8: 1,
+    Precision.INT8: 1,
+}
+_DTYPE_PRECISION = {
+    DType.FLOAT64: Precision.FP64,
+    DType.FLOAT32: Precision.FP32,
+    DType.BFLOAT16: Precision.BF16,
+    DType.FLOAT16: Precision.FP16,
+    DType.FLOAT8_E4M3: Precision.FP8,
+    DType.FLOAT8_E5M2: Precision.FP8,
+    DType.INT8: Precision.INT8,
+    DType.UINT8: Precision.INT8,
+}
+
+
+class OverlapPolicy(StrEnum):
+    """How a device combines compute time and memory time of one kernel."""
+
+    OVERLAP = "overlap"  # latency = max(compute, memory): loads are pipelined behind math
+    SERIAL = "serial"  # latency = compute + memory: no overlap (e.g. simple in-order DMA)
+
+
+class MemoryScope(StrEnum):
+    """Who shares one instance of a memory level."""
+
+    CORE = "core"  # one per CPU core (L1, L2)
+    SM = "sm"  # one per GPU SM (L1 / shared memory)
+    TILE = "tile"  # one per KPU tile (scratchpad)
+    TENSOR_CORE = "tensor_core"  # one per TPU TensorCore (VMEM / CMEM)
+    CHIP = "chip"  # shared by the whole chip (L3, GPU L2, HBM, DRAM)
+
+
+class Clocks(_Strict):
+    base_mhz: Positive
+    boost_mhz: Positive
+
+    @model_validator(mode="after")
+    def _boost_not_below_base(self) -> Clocks:
+        if self.boost_mhz < self.base_mhz:
+            raise ValueError(f"boost_mhz ({self.boost_mhz}) is below base_mhz ({self.base_mhz})")
+        return self
+
+
+class CoreGroup(_Strict):
+    """A set of identical CPU cores (hybrid CPUs have a performance and an efficiency group)."""
+
+    kind: Literal["performance", "efficiency"] = "performance"
+    count: Count
+    threads_per_core: Count
+    simd_width_bits: Count  # widest SIMD the group executes: 128 (SSE/NEON), 256 (AVX2), 512
+    fma_units_per_core: Count  # FMA pipes of simd_width_bits each
+    base_mhz: Positive | None = None  # None: the profile's clocks
+    boost_mhz: Positive | None = None
+
+    def fp32_flops_per_cycle(self) -> int:
+        """Per core: lanes x FMA pipes x 2 (an FMA is two FLOPs); AVX2 x 2 FMA -> 8*2*2 = 32."""
+        return (self.simd_width_bits // 32) * self.fma_units_per_core * 2
+
+
+class CpuCompute(_Strict):
+    core_groups: tuple[CoreGroup, ...] = Field(min_length=1)
+
+    @property
+    def cores(self) -> int:
+        return sum(g.count for g in self.core_groups)
+
+    @property
+    def threads(self) -> int:
+        return sum(g.count * g.threads_per_core for g in self.core_groups)
+
+    @property
+    def performance(self) -> CoreGroup:
+        """The first performance group (the whole CPU on a non-hybrid part)."""
+        return next((g for g in self.core_groups if g.kind == "performance"), self.core_groups[0])
+
+
+class GpuCompute(_Strict):
+    sms: Count  # streaming multiprocessors (compute units)
+    tensor_cores_per_sm: NonNegative  # 0: no tensor cores
+    fp32_lanes_per_sm: Count  # "CUDA cores" per SM: FP32 FMA lanes
+    warp_size: Count
+    max_threads_per_sm: Count
+    max_blocks_per_sm: Count
+    max_threads_per_block: Count
+    shared_mem_per_sm_bytes: Count  # largest shared-memory carve-out per SM
+    shared_mem_per_block_bytes: Count  # largest a single block may use (opt-in)
+    registers_per_sm: Count  # 32-bit registers
+    max_concurrent_kernels: Count  # kernels resident at once (streams)
+
+    @property
+    def max_warps_per_sm(self) -> int:
+        return self.max_threads_per_sm // self.warp_size
+
+
+class TpuCompute(_Strict):
+    tensor_cores: Count  # TensorCores per chip
+    mxus_per_tensor_core: Count
+    mxu_rows: Count  # systolic array height (128)
+    mxu_cols: Count  # systolic array width (128)
+
+    @property
+    def mxus(self) -> int:
+        return self.tensor_cores * self.mxus_per_tensor_core
+
+
+class KpuCompute(_Strict):
+    tiles: Count
+    pe_rows: Count  # processing-element array per tile
+    pe_cols: Count
+    scratchpad_per_tile_bytes: Count
+
+    @property
+    def pes(self) -> int:
+        return self.tiles * self.pe_rows * self.pe_cols
+
+
+class MemoryLevel(_Strict):
+    """One level of the hierarchy. ``capacity_bytes`` is per instance; ``bandwidth_gbps`` is the
+    aggregate over all instances (what the whole chip can stream from this level)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")  # l1, smem, l2, llc, vmem, scratchpad, hbm, dram
+    scope: MemoryScope
+    instances: Count = 1
+    capacity_bytes: Count
+    bandwidth_gbps: Positive
+    energy_pj_per_byte: NonNegative
+    efficiency: Fraction | None = None  # sustained / nominal bandwidth, where measured/published
+
+    @property
+    def total_bytes(self) -> int:
+        return self.capacity_bytes * self.instances
+
+    @property
+    def sustained_gbps(self) -> float:
+        return self.bandwidth_gbps * (self.efficiency if self.efficiency is not None else 1.0)
+
+
+class Power(_Strict):
+    tdp_w: Positive
+    idle_w: NonNegative
+
+    @model_validator(mode="after")
+    def _idle_below_tdp(self) -> Power:
+        if self.idle_w >= self.tdp_w:
+            raise ValueError(f"idle_w ({self.idle_w}) must be below tdp_w ({self.tdp_w})")
+        return self
+
+
+# --- calibration: measured tables, written by ``dnnmap calibrate`` ---------------------------
+
+
+class ConvKind(StrEnum):
+    DENSE = "dense"  # k x k convolution, groups == 1
+    POINTWISE = "pointwise"  # 1 x 1
+    DEPTHWISE = "depthwise"  # groups == channels
+
+
+class BandwidthKind(StrEnum):
+    COPY = "copy"  # 1 read + 1 write per element
+    ADD = "add"  # 2 reads + 1 write per element
+    READ = "read"
+    WRITE = "write"
+
+
+class ThroughputPoint(_Strict):
+    """One measured size: a kernel of ``flops`` FLOPs ran at ``achieved_tflops``."""
+
+    flops: Positive
+    achieved_tflops: Positive
+
+
+class BandwidthPoint(_Strict):
+    working_set_bytes: Positive
+    achieved_gbps: Positive
+
+
+class ThreadPoint(_Strict):
+    threads: Count
+    speedup: Positive  # time(1 thread) / time(threads); at most ``threads``
+
+    @model_validator(mode="after")
+    def _efficiency_at_most_one(self) -> ThreadPoint:
+        if self.speedup > self.threads:
+            raise ValueError(f"speedup {self.speedup} exceeds threads {self.threads} (efficiency > 1)")
+        return self
+
+
+class CalibrationMeta(_Strict):
+    machine: str  # CPU / GPU model string, e.g. "AMD EPYC" / "NVIDIA H100 80GB HBM3"
+    device: Literal["cpu", "cuda"]
+    date: str  # ISO-8601 UTC
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    threads: Count | None = None
+    quick: bool = False
+    command: str = ""  # the command line that produced it
+    notes: str = ""
+
+
+class Calibration(_Strict):
+    """Measured efficiency-vs-size tables. Interpolate with :mod:`dnnmap.hardware.interp`."""
+
+    meta: CalibrationMeta
+    gemm: dict[Precision, tuple[ThroughputPoint, ...]] = Field(default_factory=dict)
+    conv: dict[ConvKind, dict[Precision, tuple[ThroughputPoint, ...]]] = Field(default_factory=dict)
+    bandwidth: dict[BandwidthKind, tuple[BandwidthPoint, ...]] = Field(default_factory=dict)
+    thread_scaling: tuple[ThreadPoint, ...] = ()
+    dispatch_us: Positive | None = None  # one tiny eager op end to end
+    # other named scalars; the key carries its unit: "exp_gelem_per_s", "sync_us"
+    scalars: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tables_sorted_and_nonempty(self) -> Calibration:
+        for path, points, key in self._tables():
+            if not points:
+                raise ValueError(f"{path}: empty table")
+            xs = [getattr(p, key) for p in points]
+            if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+                raise ValueError(f"{path}: points must be sorted by strictly increasing {key}")
+        for key in self.scalars:
+            if not key.endswith(_UNIT_SUFFIXES):
+                raise ValueError(f"scalars.{key}: name must end in a unit ({', '.join(_UNIT_SUFFIXES)})")
+        return self
+
+    def _tables(self) -> Iterator[tuple[str, tuple[Any, ...], str]]:
+        for prec, pts in self.gemm.items():
+            yield f"gemm.{prec.value}", pts, "flops"
+        for kind, per in self.conv.items():
+            for prec, pts in per.items():
+                yield f"conv.{kind.value}.{prec.value}", pts, "flops"
+        for kind, pts in self.bandwidth.items():
+            yield f"bandwidth.{kind.value}", pts, "working_set_bytes"
+        if self.thread_scaling:
+            yield "thread_scaling", self.thread_scaling, "threads"
+
+
+_UNIT_SUFFIXES = ("_us", "_s", "_per_s", "_gbps", "_tflops", "_bytes", "_pj", "_w", "_ratio")
+
+# --- the profile ------------------------------------------------------------------------------
+
+
+class HardwareProfile(_Strict):
+    """One device. See the module docstring for units and the ``sources`` convention."""
+
+    name: ProfileName  # the id: "h100-sxm5"
+    display_name: str
+    vendor: str
+    device_class: DeviceClass
+    provenance: Provenance = Provenance.THEORETICAL
+    description: str = ""
+    clocks: Clocks
+    cpu: CpuCompute | None = None  # exactly the section matching device_class is present
+    gpu: GpuCompute | None = None
+    tpu: TpuCompute | None = None
+    kpu: KpuCompute | None = None
+    # dense peak of the matrix engine per precision (tensor cores, MXUs, PE arrays; CPU: SIMD FMA)
+    peak_tflops: dict[Precision, Positive] = Field(min_length=1)
+    # dense peak of the vector / non-tensor-core units (GPU CUDA cores, TPU VPU, CPU SIMD)
+    vector_peak_tflops: dict[Precision, Positive] = Field(min_length=1)
+    memory: tuple[MemoryLevel, ...] = Field(min_length=1)  # nearest (smallest) first, DRAM last
+    kernel_launch_us: NonNegative  # fixed cost per kernel launch / op dispatch
+    overlap: OverlapPolicy = OverlapPolicy.OVERLAP
+    power: Power
+    energy_pj_per_flop: dict[Precision, Positive] = Field(min_length=1)
+    calibration: Calibration | None = None
+    sources: dict[str, str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HardwareProfile:
+        _check_compute_section(self)
+        _check_memory_order(self.memory)
+        _check_kpu_scratchpad(self)
+        _check_calibration(self)
+        if self.provenance is Provenance.CALIBRATED and self.calibration is None:
+            raise ValueError("provenance: calibrated profiles need a calibration section")
+        _check_sources(self)
+        return self
+
+    # convenience for the mappers ------------------------------------------------------------
+
+    @property
+    def compute(self) -> CpuCompute | GpuCompute | TpuCompute | KpuCompute:
+        """The organization section of this device's class."""
+        section = getattr(self, self.device_class.value)
+        assert section is not None  # guaranteed by validation
+        return section
+
+    def peak(self, precision: Precision) -> float | None:
+        """Dense matrix-engine peak in TFLOPS (TOPS for int8), or None if the device lacks it."""
+        return self.peak_tflops.get(precision)
+
+    def vector_peak(self, precision: Precision) -> float | None:
+        return self.vector_peak_tflops.get(precision)
+
+    def level(self, name: str) -> MemoryLevel:
+        """The memory level called ``name``; KeyError lists the known ones."""
+        for m in self.memory:
+            if m.name == name:
+                return m
+        raise KeyError(f"{self.name} has no memory level {name!r}; it has {[m.name for m in self.memory]}")
+
+    @property
+    def dram(self) -> MemoryLevel:
+        """The outermost (off-chip) level."""
+        return self.memory[-1]
+
+    def source(self, path: str) -> str | None:
+        """The citation covering ``path`` ("peak_tflops.bf16"): itself or its nearest parent."""
+        parts = path.split(".")
+        for n in range(len(parts), 0, -1):
+            hit = self.sources.get(".".join(parts[:n]))
+            if hit is not None:
+                return hit
+        return None
+
+
+def _check_compute_section(p: HardwareProfile) -> None:
+    present = [c.value for c in DeviceClass if getattr(p, c.value) is not None]
+    if present != [p.device_class.value]:
+        raise ValueError(
+            f"device_class {p.device_class.value!r} needs exactly the section "
+            f"{p.device_class.value!r}; found sections {present}"
+        )
+
+
+def _check_memory_order(levels: tuple[MemoryLevel, ...]) -> None:
+    names = [m.name for m in levels]
+    if len(set(names)) != len(names):
+        raise ValueError(f"memory: duplicate level names {names}")
+    for i, (inner, outer) in enumerate(zip(levels, levels[1:], strict=False)):
+        if outer.total_bytes <= inner.total_bytes:
+            raise ValueError(
+                f"memory.{i + 1}: {outer.name} total capacity {outer.total_bytes} B is not larger "
+                f"than {inner.name}'s {inner.total_bytes} B (order levels nearest first)"
+            )
+        if outer.bandwidth_gbps > inner.bandwidth_gbps:
+            raise ValueError(
+                f"memory.{i + 1}: {outer.name} bandwidth {outer.bandwidth_gbps} GB/s exceeds "
+                f"{inner.name}'s {inner.bandwidth_gbps} GB/s (farther levels must not be faster)"
+            )
+
+
+def _check_kpu_scratchpad(p: HardwareProfile) -> None:
+    if p.kpu is None:
+        return
+    pads = [m for m in p.memory if m.scope is MemoryScope.TILE]
+    if not pads or pads[0].capacity_bytes != p.kpu.scratchpad_per_tile_bytes:
+        raise ValueError(
+            "kpu.scratchpad_per_tile_bytes must equal the capacity_bytes of the memory level "
+            "with scope 'tile'"
+        )
+
+
+def _check_calibration(p: HardwareProfile) -> None:
+    """Measured points can't beat the profile's own peaks: the mapper's bound must hold."""
+    cal = p.calibration
+    if cal is None:
+        return
+    for prec, pts in cal.gemm.items():
+        _points_within(f"calibration.gemm.{prec.value}", pts, p.peak(prec) or p.vector_peak(prec))
+    for kind, per in cal.conv.items():
+        for prec, pts in per.items():
+            peak = p.peak(prec) or p.vector_peak(prec)
+            _points_within(f"calibration.conv.{kind.value}.{prec.value}", pts, peak)
+    top = p.memory[0].bandwidth_gbps
+    for kind, bw in cal.bandwidth.items():
+        for b in bw:
+            if b.achieved_gbps > top * (1 + 1e-9):
+                raise ValueError(
+                    f"calibration.bandwidth.{kind.value}: {b.achieved_gbps} GB/s exceeds the "
+                    f"fastest memory level ({p.memory[0].name}: {top} GB/s)"
+                )
+
+
+def _points_within(path: str, pts: tuple[ThroughputPoint, ...], peak: float | None) -> None:
+    if peak is None:
+        raise ValueError(f"{path}: the profile has no peak for this precision")
+    for pt in pts:
+        if pt.achieved_tflops > peak * (1 + 1e-9):
+            raise ValueError(f"{path}: achieved {pt.achieved_tflops} TFLOPS exceeds peak {peak}")
+
+
+def numeric_paths(data: Any, prefix: str = "") -> Iterator[str]:
+    """Every path to a number in a plain dict/list tree: ``{"a": [{"b": 1}]}`` -> ``a.0.b``."""
+    if isinstance(data, bool):
+        return
+    if isinstance(data, int | float):
+        yield prefix
+    elif isinstance(data, Mapping):
+        for k, v in data.items():
+            yield from numeric_paths(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(data, list | tuple):
+        for i, v in enumerate(data):
+            yield from numeric_paths(v, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _check_sources(p: HardwareProfile) -> None:
+    data = p.model_dump(mode="json", exclude={"sources"}, exclude_none=True)
+    missing = [path for path in numeric_paths(data) if p.source(path) is None]
+    if missing:
+        raise ValueError(f"sources: no source for {', '.join(missing)}")
+    valid = set(_all_paths(data))
+    stale = [k for k in p.sources if k not in valid]
+    if stale:
+        raise ValueError(f"sources: entries for fields that do not exist: {', '.join(stale)}")
+    for k, v in p.sources.items():
+        if not v.strip():
+            raise ValueError(f"sources.{k}: empty citation")
+
+
+def _all_paths(data: Any, prefix: str = "") -> Iterator[str]:
+    if prefix:
+        yield prefix
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            yield from _all_paths(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(data, list | tuple):
+        for i, v in enumerate(data):
+            yield from _all_paths(v, f"{prefix}.{i}" if prefix else str(i))
+
+
+EXAMPLE: dict[str, Any] = {
+    "name": "toy-cpu",
+    "display_name": "Toy CPU",
+    "vendor": "Example",
+    "device_class": "cpu",
+    "clocks": {"base_mhz": 1000, "boost_mhz": 1000},
+    "cpu": {"core_groups": [{"count": 2, "threads_per_core": 1, "simd_width_bits": 256,
+                             "fma_units_per_core": 2}]},
+    # 2 cores * 32 FLOP/cycle * 1.0 GHz = 64 GFLOPS; rounded up to 0.1 for the example
+    "peak_tflops": {"fp32": 0.1},
+    "vector_peak_tflops": {"fp32": 0.1},
+    "memory": [
+        {"name": "l1", "scope": "core", "instances": 2, "capacity_bytes": 32768,
+         "bandwidth_gbps": 200, "energy_pj_per_byte": 1},
+        {"name": "dram", "scope": "chip", "capacity_bytes": 2**30, "bandwidth_gbps": 20,
+         "energy_pj_per_byte": 20},
+    ],
+    "kernel_launch_us": 5,
+    "power": {"tdp_w": 10, "idle_w": 1},
+    "energy_pj_per_flop": {"fp32": 10},
+    "sources": {k: "estimated: a toy example" for k in (
+        "clocks", "cpu", "peak_tflops", "vector_peak_tflops", "memory", "kernel_launch_us",
+        "power", "energy_pj_per_flop")},
+}

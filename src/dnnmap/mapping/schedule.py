@@ -1,0 +1,104 @@
+"""Graph schedule: order the mapped subgraphs and find the end-to-end latency.
+
+One stream (the default) runs the subgraphs one after another in the partition's
+topological order, so the latency is the plain sum. With ``streams > 1`` (only on devices
+that run independent kernels side by side, GPUs) independent subgraphs may share the
+device, conservatively:
+
+- only subgraphs in the same dependency level (no path between them) run together, and a
+  level starts when the previous one has finished (no overlap across levels);
+- a group of co-running subgraphs has at most ``streams`` members and their allocated units
+  must fit on the device side by side (sum of units <= device units);
+- the group lasts at least as long as its longest member, as the sum of its members' memory
+  times (they share the bandwidth), as its total compute work spread over the whole
+  device, and as the sum of launch overheads (launches are issued one at a time).
+
+So a concurrent schedule is never longer than the one-stream schedule, and never shorter
+than what the shared bandwidth and compute allow.
+
+>>> level_of(3, [(0, 1), (0, 2), (1, 2)])
+[0, 1, 2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dnnmap.mapping.estimate import ScheduledSubgraph, SubgraphEstimate
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    entries: tuple[ScheduledSubgraph, ...]
+    latency_s: float
+    streams: int
+
+
+def level_of(n: int, edges: Sequence[tuple[int, int]]) -> list[int]:
+    """ASAP dependency level of subgraphs ``0..n-1`` (ids are positions in topological order)."""
+    level = [0] * n
+    preds: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        preds[b].append(a)
+    for i in range(n):
+        if preds[i]:
+            level[i] = 1 + max(level[p] for p in preds[i])
+    return level
+
+
+def serial(estimates: Sequence[SubgraphEstimate]) -> Schedule:
+    """One stream: each subgraph starts when the previous one finishes."""
+    t = 0.0
+    entries = []
+    for e in estimates:
+        entries.append(ScheduledSubgraph(e.subgraph_id, 0, t, t + e.latency_s))
+        t += e.latency_s
+    return Schedule(tuple(entries), t, 1)
+
+
+def group_latency(group: Sequence[SubgraphEstimate]) -> float:
+    """How long co-running subgraphs take together (see the module docstring)."""
+    total_units = group[0].units_total
+    return max(
+        max(e.latency_s for e in group),
+        sum(e.memory_s for e in group),
+        sum(e.compute_s * e.units_allocated / total_units for e in group),
+        sum(e.overhead_s for e in group),
+    )
+
+
+def _pack(level: list[SubgraphEstimate], streams: int) -> list[list[SubgraphEstimate]]:
+    """First-fit decreasing by latency: groups of <= ``streams`` whose units fit the device."""
+    groups: list[list[SubgraphEstimate]] = []
+    for e in sorted(level, key=lambda x: -x.latency_s):
+        for g in groups:
+            if len(g) < streams and sum(x.units_allocated for x in g) + e.units_allocated <= e.units_total:
+                g.append(e)
+                break
+        else:
+            groups.append([e])
+    return groups
+
+
+def concurrent(
+    estimates: Sequence[SubgraphEstimate], edges: Sequence[tuple[int, int]], streams: int
+) -> Schedule:
+    """Level by level; co-running groups as described in the module docstring."""
+    if streams <= 1 or len(estimates) <= 1:
+        return serial(estimates)
+    pos = {e.subgraph_id: i for i, e in enumerate(estimates)}
+    levels = level_of(len(estimates), [(pos[a], pos[b]) for a, b in edges if a in pos and b in pos])
+    by_level: dict[int, list[SubgraphEstimate]] = {}
+    for e, lv in zip(estimates, levels, strict=True):
+        by_level.setdefault(lv, []).append(e)
+    t = 0.0
+    entries: dict[int, ScheduledSubgraph] = {}
+    for lv in sorted(by_level):
+        for group in _pack(by_level[lv], streams):
+            span = group_latency(group)
+            for stream, e in enumerate(group):
+                entries[e.subgraph_id] = ScheduledSubgraph(e.subgraph_id, stream, t, t + span)
+            t += span
+    ordered = tuple(entries[e.subgraph_id] for e in estimates)
+    return Schedule(ordered, t, streams)

@@ -1,0 +1,112 @@
+"""A subgraph's work restated at the estimate's precision: what the mappers consume.
+
+Precision choice (documented): the graph is captured once (normally fp32) and each
+subgraph's bytes are **rescaled**, tensor by tensor, from the captured element size to the
+requested one. Only floating-point tensors change size; integer tensors (token ids, indices)
+keep theirs. FLOP counts do not depend on precision. Re-capturing at another dtype would give
+the same bytes for the models dnnmap ships, at several seconds per capture; rescaling takes
+microseconds and lets ``compare`` share one capture.
+
+>>> from dnnmap.mapping.estimate import Precision
+>>> _scaled(1000, 4, Precision.BF16)   # 1000 fp32 bytes -> 250 elements x 2 bytes
+500
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dnnmap.fusion.partition import Parallelism, Partition, Subgraph
+from dnnmap.ir import Graph, OpClass
+from dnnmap.mapping.estimate import Precision
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One subgraph's counts at the estimate's precision."""
+
+    subgraph_id: int
+    name: str
+    op_class: OpClass
+    tensor_flops: int  # GEMM / conv / attention FLOPs
+    vector_flops: int  # elementwise, reduction, normalization ... (includes transcendentals)
+    transcendentals: int
+    activation_read_bytes: int  # boundary activations read (not weights)
+    weight_bytes: int  # weights / buffers / constants read
+    write_bytes: int  # boundary outputs written
+    internal_bytes: int  # produced and consumed inside (on chip when it fits)
+    parallelism: Parallelism
+    gemm_like: bool  # a dense GEMM view exists (not depthwise): tensor-core / MXU eligible
+
+    @property
+    def flops(self) -> int:
+        return self.tensor_flops + self.vector_flops
+
+    @property
+    def external_bytes(self) -> int:
+        return self.activation_read_bytes + self.weight_bytes + self.write_bytes
+
+    @property
+    def working_set_bytes(self) -> int:
+        return self.external_bytes + self.internal_bytes
+
+
+def _scaled(nbytes: int, itemsize: int, precision: Precision) -> int:
+    """``nbytes`` of a floating tensor stored with ``itemsize`` bytes, restated at ``precision``."""
+    return nbytes // itemsize * precision.bytes_per_element
+
+
+def _ratio(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, static: bool | None) -> float:
+    """Bytes at ``precision`` / captured bytes over ``tensor_ids`` (views resolved to storage).
+
+    ``static`` selects weights only (True), activations only (False) or all tensors (None).
+    """
+    old = new = 0
+    seen: set[str] = set()
+    for tid in tensor_ids:
+        t = graph.tensors.get(tid)
+        if t is None:
+            continue
+        if t.alias_of and t.alias_of in graph.tensors:
+            t = graph.tensors[t.alias_of]
+        if t.id in seen or (static is not None and t.is_static != static):
+            continue
+        seen.add(t.id)
+        old += t.nbytes
+        new += _scaled(t.nbytes, t.dtype.itemsize, precision) if t.dtype.is_floating else t.nbytes
+    return new / old if old else 1.0
+
+
+def work_of(graph: Graph, sg: Subgraph, precision: Precision) -> Work:
+    """Restate ``sg`` at ``precision`` (the partition's byte counts scaled tensor by tensor)."""
+    act_read = sg.external_bytes_read - sg.weight_bytes
+    r_act = _ratio(graph, sg.inputs, precision, static=False)
+    r_w = _ratio(graph, sg.inputs, precision, static=True)
+    r_out = _ratio(graph, sg.outputs, precision, static=None)
+    r_int = _ratio(graph, sg.internal, precision, static=None)
+    p = sg.parallelism
+    gemm_like = (
+        sg.op_class.is_tensor_core
+        and not p.depthwise
+        and min(p.gemm_m, p.gemm_n, p.gemm_k) > 0
+        and sg.cost.tensor_flops > 0
+    )
+    return Work(
+        subgraph_id=sg.id,
+        name=sg.name,
+        op_class=sg.op_class,
+        tensor_flops=sg.cost.tensor_flops,
+        vector_flops=sg.cost.vector_flops,
+        transcendentals=sg.cost.transcendentals,
+        activation_read_bytes=round(act_read * r_act),
+        weight_bytes=round(sg.weight_bytes * r_w),
+        write_bytes=round(sg.external_bytes_written * r_out),
+        internal_bytes=round(sg.internal_bytes * r_int),
+        parallelism=p,
+        gemm_like=gemm_like,
+    )
+
+
+def workload(partition: Partition, precision: Precision) -> tuple[Work, ...]:
+    """Every subgraph of ``partition`` restated at ``precision``, in partition order."""
+    return tuple(work_of(partition.graph, sg, precision) for sg in partition.subgraphs)

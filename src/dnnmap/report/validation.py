@@ -1,0 +1,150 @@
+"""Tables for ``dnnmap validate`` and ``dnnmap calibrate``: rich for the terminal, Markdown
+for ``docs/validation.md``.
+
+>>> from dnnmap.validate.record import ValidationReport
+>>> r = ValidationReport("p", "calibrated", "cpu", "AMD EPYC", 2, "unfused", "fp32", (), "2026-01-01")
+>>> "median |error|" in validation_markdown(r)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dnnmap.report.units import seconds
+from dnnmap.validate.record import Summary, ValidationCase, ValidationReport
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:+.1f} %"
+
+
+def _share(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.0f} %"
+
+
+@contextmanager
+def rich_progress(description: str) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar on stderr; yields the ``progress(what, done, total)`` callback that
+    ``calibrate`` and ``validate`` take."""
+    from rich.console import Console
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[what]}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=None, what="")
+
+        def update(what: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, what=what)
+
+        yield update
+
+
+def render_validation(report: ValidationReport, detail: bool = True) -> list[Any]:
+    """Header, one row per case, the summary, and for cases off by more than 20 % the
+    per-op-class breakdown and the longest predicted subgraphs."""
+    out: list[Any] = [Panel(_header(report), title="dnnmap validate", expand=False), _cases_table(report)]
+    out.append(_summary_table(report.summary))
+    if detail:
+        for c in report.cases:
+            if c.ok and abs(c.error) > 0.20:
+                out.append(_breakdown_table(c))
+    return out
+
+
+def _header(r: ValidationReport) -> str:
+    lines = [
+        f"profile [bold]{r.profile}[/] ({r.provenance}) on {r.device} [bold]{r.device_name}[/], "
+        f"{r.threads} threads, strategy {r.strategy}, {r.precision}, {r.date}",
+        *[f"[dim]{n}[/]" for n in r.notes],
+    ]
+    return "\n".join(lines)
+
+
+def _cases_table(r: ValidationReport) -> Table:
+    t = Table(title="predicted vs measured latency")
+    for col in ("model", "batch", "measured", "predicted", "error", "bound", "runs", "load"):
+        t.add_column(col, justify="left" if col in ("model", "bound") else "right")
+    for c in r.cases:
+        if not c.ok:
+            t.add_row(c.model, str(c.batch), "-", "-", "[red]failed[/]", c.error_message[:60], "", "")
+            continue
+        style = "green" if abs(c.error) <= 0.10 else "yellow" if abs(c.error) <= 0.20 else "red"
+        t.add_row(c.model, str(c.batch), seconds(c.measured_s), seconds(c.predicted_s),
+                  f"[{style}]{_pct(c.error)}[/]", c.bound, str(c.runs), f"{c.load_avg:.2f}")
+    return t
+
+
+def _summary_table(s: Summary) -> Table:
+    t = Table(title="summary")
+    for col in ("cases", "median |error|", "MAPE", "within ±10 %", "within ±20 %", "Spearman ρ", "median error"):
+        t.add_column(col, justify="right")
+    t.add_row(str(s.cases), _share(s.median_abs_error), _share(s.mape), _share(s.within_10),
+              _share(s.within_20), "n/a" if math.isnan(s.spearman) else f"{s.spearman:.3f}",
+              _pct(s.median_error))
+    return t
+
+
+def _breakdown_table(c: ValidationCase) -> Table:
+    t = Table(title=f"{c.model} batch {c.batch}: where the {_pct(c.error)} comes from")
+    for col in ("op class", "ops", "measured", "predicted", "error"):
+        t.add_column(col, justify="left" if col == "op class" else "right")
+    for b in c.by_class:
+        t.add_row(b.key, str(b.count), seconds(b.measured_s), seconds(b.predicted_s), _pct(b.error))
+    for w in c.worst[:3]:
+        t.add_row(f"[dim]longest: {w.name}[/]", "", "", seconds(w.predicted_s), f"[dim]{w.bound}[/]")
+    return t
+
+
+# -- Markdown (docs/validation.md) ------------------------------------------------------------
+def summary_markdown(s: Summary) -> str:
+    return (
+        "| cases | median \\|error\\| | MAPE | within ±10 % | within ±20 % | Spearman ρ | median error |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        f"| {s.cases} | {_share(s.median_abs_error)} | {_share(s.mape)} | {_share(s.within_10)} | "
+        f"{_share(s.within_20)} | {'n/a' if math.isnan(s.spearman) else f'{s.spearman:.3f}'} | "
+        f"{_pct(s.median_error)} |\n"
+    )
+
+
+def validation_markdown(r: ValidationReport) -> str:
+    """The cases table and the summary of one report as Markdown."""
+    lines = [
+        f"Profile `{r.profile}` ({r.provenance}), {r.device} {r.device_name}, {r.threads} threads, "
+        f"strategy `{r.strategy}`, {r.precision}, {r.date}.",
+        "",
+        summary_markdown(r.summary),
+        "| model | batch | measured | predicted | error | bound (share of predicted time) | load |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for c in r.cases:
+        if not c.ok:
+            lines.append(f"| {c.model} | {c.batch} | – | – | failed | {c.error_message[:80]} | |")
+            continue
+        share = ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(c.bound_share.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+        lines.append(f"| {c.model} | {c.batch} | {seconds(c.measured_s)} | {seconds(c.predicted_s)} | "
+                     f"{_pct(c.error)} | {share} | {c.load_avg:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def breakdown_markdown(c: ValidationCase, top: int = 6) -> str:
+    """Per-op-class predicted vs measured (profiler-attributed) for one case."""
+    lines = [
+        f"**{c.model}, batch {c.batch}** (error {_pct(c.error)})",
+        "",
+        "| op class | ops | measured | predicted | error |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for b in c.by_class[:top]:
+        lines.append(f"| {b.key} | {b.count} | {seconds(b.measured_s)} | {seconds(b.predicted_s)} | {_pct(b.error)} |")
+    if c.worst:
+        lines += ["", "Longest predicted kernels: " + "; ".join(
+            f"`{w.name}` {seconds(w.predicted_s)} ({w.bound})" for w in c.worst[:3])]
+    return "\n".join(lines) + "\n"

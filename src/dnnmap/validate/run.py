@@ -1,0 +1,211 @@
+"""Predicted vs measured: run each model for real, predict it with a profile, compare.
+
+The prediction is the normal pipeline (fake-tensor capture -> count -> partition -> map)
+with the ``unfused`` strategy, because the measurement is eager PyTorch, which launches one
+kernel per ATen op. The real run builds the same model with the same input shapes from the
+same factory (``dnnmap.capture.build_model``) with real random weights.
+
+>>> import dnnmap.validate as v                                          # doctest: +SKIP
+>>> r = v.validate(["resnet18"], "amd-epyc-7b12-measured", batches=(1,))  # doctest: +SKIP
+>>> r.summary.median_abs_error < 0.15                                     # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dnnmap.calibrate.timing import device_name, library_versions, load_average, utc_now
+from dnnmap.errors import DnnmapError
+from dnnmap.validate.measure import Measurement, measure_module
+from dnnmap.validate.record import (
+    SubgraphRow,
+    ValidationCase,
+    ValidationReport,
+    merge_breakdowns,
+)
+
+Progress = Callable[[str, int, int], None]
+
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the real runs are timed (the defaults suit a 2-core CPU and a whole model)."""
+
+    warmup: int = 2
+    min_runs: int = 5
+    min_seconds: float = 1.0
+    max_runs: int = 30
+    attribute: bool = True  # profile one extra run for the per-class / per-module breakdown
+
+
+def validate(
+    models: Sequence[str],
+    profile: Any,
+    batches: Sequence[int] = (1,),
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    strategy: str = "unfused",
+    seq_len: int | None = None,
+    settings: RunSettings | None = None,
+    progress: Progress | None = None,
+    hardware_dirs: Sequence[Any] = (),
+) -> ValidationReport:
+    """Run and predict every (model, batch); return the cases and their summary.
+
+    ``profile`` is a loaded hardware profile or a name / YAML path for the loader. A model
+    that cannot be built, run or predicted becomes a case with ``error_message`` set, so one
+    bad model does not hide the others' results.
+    """
+    if precision not in _TORCH_DTYPES:
+        raise DnnmapError(f"validate runs fp32, bf16 or fp16 models, not {precision!r}")
+    prof = resolve_profile(profile, hardware_dirs)
+    settings = settings or RunSettings()
+    cases: list[ValidationCase] = []
+    total, done = len(models) * len(batches), 0
+    for name in models:
+        for b in batches:
+            if progress is not None:
+                progress(f"{name} batch {b}", done, total)
+            cases.append(_one_case(name, b, prof, device, precision, strategy, seq_len, settings))
+            done += 1
+            gc.collect()
+    if progress is not None:
+        progress("done", done, total)
+    return ValidationReport(
+        profile=_profile_name(prof),
+        provenance=_provenance(prof),
+        device=device,
+        device_name=device_name(device),
+        threads=torch.get_num_threads(),
+        strategy=strategy,
+        precision=precision,
+        cases=tuple(cases),
+        date=utc_now(),
+        versions=library_versions(),
+    )
+
+
+def resolve_profile(profile: Any, hardware_dirs: Sequence[Any] = ()) -> Any:
+    """A profile object passes through; a name or a path goes to the hardware loader."""
+    if not isinstance(profile, str) and not hasattr(profile, "__fspath__"):
+        return profile
+    from dnnmap.hardware import load_profile
+
+    return load_profile(str(profile), extra_dirs=list(hardware_dirs))
+
+
+def _profile_name(prof: Any) -> str:
+    return str(getattr(prof, "name", prof))
+
+
+def _provenance(prof: Any) -> str:
+    return "calibrated" if getattr(prof, "calibration", None) is not None else "theoretical"
+
+
+def predict(name: str, batch: int, prof: Any, precision: str, strategy: str, seq_len: int | None):  # noqa: ANN201
+    """(partition, estimate) for ``name`` at ``batch`` on ``prof`` (fake-tensor capture)."""
+    from dnnmap.capture import capture
+    from dnnmap.costs import count_graph
+    from dnnmap.fusion import partition
+    from dnnmap.mapping import map_partition
+
+    graph = capture(name, batch=batch, seq_len=seq_len, dtype=precision)
+    part = partition(count_graph(graph), strategy=strategy)
+    return part, map_partition(part, prof, precision=precision, batch=batch)
+
+
+def _measure(name: str, batch: int, device: str, precision: str, seq_len: int | None,
+             settings: RunSettings, depth_hint: Sequence[str]) -> tuple[Measurement, tuple[str, ...]]:
+    from dnnmap.capture import build_model
+
+    module, inputs = build_model(name, batch=batch, seq_len=seq_len, dtype=precision, fake=False)
+    module = module.to(device).eval()
+    inputs = _to_device(inputs, device)
+    prefixes = module_prefixes(module)
+    m = measure_module(module, inputs, device=device, warmup=settings.warmup, min_runs=settings.min_runs,
+                       min_seconds=settings.min_seconds, max_runs=settings.max_runs,
+                       attribute=settings.attribute, module_prefixes=prefixes)
+    del module, inputs
+    return m, prefixes
+
+
+def _to_device(inputs: Any, device: str) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, dict):
+        return {k: _to_device(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(_to_device(v, device) for v in inputs)
+    return inputs
+
+
+def module_prefixes(module: torch.nn.Module, min_count: int = 4, max_depth: int = 4) -> tuple[str, ...]:
+    """The module paths of the shallowest depth with at least ``min_count`` modules
+    (resnet: conv1, bn1, layer1 ..; mobilenet: features.0 .. features.18)."""
+    names = [n for n, _ in module.named_modules() if n]
+    best: tuple[str, ...] = ()
+    for depth in range(1, max_depth + 1):
+        at = tuple(n for n in names if n.count(".") == depth - 1)
+        if len(at) > len(best):
+            best = at
+        if len(at) >= min_count:
+            return at
+    return best
+
+
+def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, strategy: str,
+              seq_len: int | None, settings: RunSettings) -> ValidationCase:
+    threads = torch.get_num_threads()
+    try:
+        part, est = predict(name, batch, prof, precision, strategy, seq_len)
+        meas, prefixes = _measure(name, batch, device, precision, seq_len, settings, ())
+    except (DnnmapError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
+        return ValidationCase(name, batch, device, threads, 0.0, 0.0, 0, 0.0, "", {}, 0,
+                              load_average(), error_message=f"{type(e).__name__}: {e}")
+    share = est.bound_share()
+    pred_class, pred_module = predicted_breakdowns(part, est, prefixes)
+    worst = sorted(est.subgraphs, key=lambda s: -s.latency_s)[:5]
+    return ValidationCase(
+        model=name,
+        batch=batch,
+        device=device,
+        threads=meas.threads,
+        measured_s=meas.median_s,
+        measured_min_s=meas.min_s,
+        runs=meas.runs,
+        predicted_s=est.latency_s,
+        bound=est.bound.value,
+        bound_share={b.value: v for b, v in share.items()},
+        subgraphs=len(est.subgraphs),
+        load_avg=meas.load_avg,
+        by_class=merge_breakdowns(pred_class, meas.by_class_s, meas.class_counts),
+        by_module=merge_breakdowns(pred_module, meas.by_module_s),
+        worst=tuple(SubgraphRow(s.name, s.op_class.value, s.latency_s, s.bound.value, s.explanation)
+                    for s in worst),
+        capture_path=str(part.graph.meta.get("capture_path", "")),
+        estimate=est,
+    )
+
+
+def predicted_breakdowns(part: Any, est: Any, prefixes: Sequence[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Predicted seconds per op class and per module prefix (a subgraph goes to the module
+    of its first op; ``<other>`` collects what lies outside every prefix)."""
+    by_class: dict[str, float] = {}
+    by_module: dict[str, float] = {}
+    first_module = {sg.id: (sg.modules[0] if sg.modules else "") for sg in part.subgraphs}
+    for s in est.subgraphs:
+        by_class[s.op_class.value] = by_class.get(s.op_class.value, 0.0) + s.latency_s
+        if prefixes:
+            path = first_module.get(s.subgraph_id, "")
+            key = next((p for p in prefixes if path == p or path.startswith(p + ".")), "<other>")
+            by_module[key] = by_module.get(key, 0.0) + s.latency_s
+    return by_class, by_module

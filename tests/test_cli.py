@@ -1,0 +1,76 @@
+"""The CLI front door: output, JSON, no overwriting, clear errors with non-zero exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dnnmap.cli.main import app
+
+runner = CliRunner()
+
+_MODEL = '''
+import torch
+from torch import nn
+
+def tiny():
+    # conv 3->4 (3x3, pad 1) on 8x8, relu, global pool, linear 4->2
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2, bias=False))
+'''
+
+
+@pytest.fixture()
+def model_file(tmp_path: Path) -> str:
+    p = tmp_path / "tiny_model.py"
+    p.write_text(_MODEL)
+    return f"{p}:tiny"
+
+
+def test_count_prints_tables_and_writes_json(model_file: str, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    res = runner.invoke(app, ["count", model_file, "--input-shape", "3,8,8", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "per op class" in res.output
+    data = json.loads(out.read_text())
+    t = data["totals"]
+    conv = 2 * (1 * 4 * 8 * 8) * (3 * 3 * 3)  # 2 * outputs * (Cin * kh * kw)
+    fc = 2 * 1 * 4 * 2
+    assert t["gemm_conv_flops"] == conv + fc
+    assert t["macs"] == (conv + fc) // 2
+    assert t["params"] == 4 * 3 * 3 * 3 + 2 * 4
+    assert t["unknown_ops"] == 0
+
+
+def test_json_file_is_not_overwritten_without_force(model_file: str, tmp_path: Path) -> None:
+    out = tmp_path / "mine.json"
+    out.write_text("precious")
+    res = runner.invoke(app, ["count", model_file, "--input-shape", "3,8,8", "--json", str(out)])
+    assert res.exit_code != 0
+    assert out.read_text() == "precious"
+    res = runner.invoke(app, ["count", model_file, "--input-shape", "3,8,8", "--json", str(out), "--force"])
+    assert res.exit_code == 0
+    assert json.loads(out.read_text())["totals"]["params"] == 4 * 3 * 3 * 3 + 2 * 4
+
+
+def test_unknown_model_suggests_close_names() -> None:
+    res = runner.invoke(app, ["count", "resnet81"])
+    assert res.exit_code == 2
+    assert "resnet18" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_wrong_input_shape_names_the_module(model_file: str) -> None:
+    res = runner.invoke(app, ["count", model_file, "--input-shape", "5,8,8"])
+    assert res.exit_code != 0
+    assert "0" in res.output and "Conv2d" in res.output  # module '0' (Conv2d) rejected it
+    assert "Traceback" not in res.output
+
+
+def test_debug_shows_the_exception(model_file: str) -> None:
+    res = runner.invoke(app, ["--debug", "count", "resnet81"])
+    assert res.exit_code != 0
+    assert res.exception is not None  # re-raised, so typer/click shows the traceback
