@@ -129,7 +129,7 @@ def test_transposed_weight_view_still_counts_as_weight() -> None:
         ("ij,jk->ik", [(3, 4), (4, 5)], (3, 5), 2 * 3 * 4 * 5, 0),
         ("ij,jk->i", [(3, 4), (4, 5)], (3,), 2 * 3 * 4, 4 * 5),  # k summed out of the 2nd first
         ("ij->j", [(3, 4)], (4,), 0, 3 * 4),  # a plain reduction
-        ("i,j->ij", [(3,), (4,)], (3, 4), 2 * 3 * 4, 0),  # outer product
+        ("i,j->ij", [(3,), (4,)], (3, 4), 0, 3 * 4),  # outer product: a broadcast multiply
     ],
 )
 def test_einsum(eq: str, shapes: list[tuple[int, ...]], out: tuple[int, ...], tensor: int, vector: int) -> None:
@@ -427,6 +427,7 @@ def test_gather_reads_only_fetched_elements() -> None:
     c = cost("aten.index.Tensor", [("self", (169, 3), F32, W), ("indices", (2401,), I64)], [(2401, 3)])
     assert c.bytes_read == 169 * 3 * 4 + 2401 * 8
     assert c.bytes_written == 2401 * 3 * 4
+    assert (c.weight_bytes, c.params) == (169 * 3 * 4, 169 * 3)
     sel = cost("aten.index_select.default", [("self", (1000, 16)), ("index", (5,), I64)], [(5, 16)], dim=0)
     assert sel.bytes_read == 5 * 16 * 4 + 5 * 8
 
@@ -483,6 +484,11 @@ def test_may_copy_views_count_the_copy() -> None:
     assert (c.bytes_read, c.bytes_written) == (64 * 64 * 4, 64 * 64 * 4)
     cast = cost("aten.to.dtype", [("self", (64, 64))], [((64, 64), BF16)], dtype="bfloat16")
     assert (cast.bytes_read, cast.bytes_written) == (64 * 64 * 4, 64 * 64 * 2)
+    # type_as to the same dtype returns self, whatever the capture says about aliasing
+    same = cost("aten.type_as.default", [("self", (64, 64)), ("other", (2,))], [(64, 64)])
+    assert same == OpCost.zeros()
+    forced = cost("aten.to.dtype", [("self", (64, 64))], [(64, 64)], dtype="float32", copy=True)
+    assert forced.bytes == 2 * 64 * 64 * 4
 
 
 def test_dropout_is_identity_in_eval_only() -> None:

@@ -32,6 +32,7 @@ from dnnmap.calibrate.microbench import (
     tiny_op_latencies,
     transcendental_rates,
 )
+from dnnmap.calibrate.opkinds import OpKindPoint, time_opkinds
 from dnnmap.calibrate.plan import GemmGrid, Plan
 from dnnmap.calibrate.timing import (
     cpu_signature,
@@ -59,6 +60,7 @@ class Measurements:
     conv: tuple[ConvPoint, ...]
     bandwidth: tuple[BandwidthPoint, ...]
     scalars: tuple[ScalarPoint, ...]  # dispatch latencies, transcendental rates, thread scaling
+    opkinds: tuple[OpKindPoint, ...]  # vector op kinds: max-pool, batch-norm, GELU ...
     dtypes_skipped: tuple[str, ...]  # dtypes the device could not run
     load_before: float
     load_after: float
@@ -83,8 +85,8 @@ def count_steps(plan: Plan, dtypes: Sequence[str]) -> int:
     """How many progress steps a run of ``plan`` takes (for the progress bar's total)."""
     gemm = sum(len(g.points()) for g in _gemm_grids(plan, dtypes))
     conv = sum(len(c.points()) for c in plan.convs)
-    fixed = 3  # tiny ops, transcendentals, thread scaling
-    return plan.passes * (gemm + conv + 2 * len(plan.bandwidth_bytes)) + fixed
+    fixed = 4  # tiny ops, transcendentals, op kinds, thread scaling
+    return plan.passes * (gemm + conv + 3 * len(plan.bandwidth_bytes)) + fixed
 
 
 def _keep_faster(store: dict, key: tuple, point: T) -> None:
@@ -128,13 +130,15 @@ def collect(plan: Plan, progress: Progress | None = None) -> Measurements:
                 _keep_faster(conv, (cg.kind, cg.kernel, hw, cin, cout), time_conv(
                     timer, cg.kind, cg.kernel, hw, cin, cout, runs=plan.runs, min_seconds=plan.min_seconds))
                 step(f"{cg.kind} {cg.kernel}x{cg.kernel} {hw}x{hw} {cin}->{cout}{tag}")
-        for kind in ("copy", "add"):
+        for kind in ("read", "copy", "add"):
             for ws in plan.bandwidth_bytes:
                 _keep_faster(bandwidth, (kind, ws), time_bandwidth(
                     timer, kind, ws, runs=plan.runs, min_seconds=plan.min_seconds))
                 step(f"{kind} bandwidth {ws / 1024:.0f} KiB{tag}")
     scalars += transcendental_rates(timer, runs=plan.runs)
     step("transcendental throughput")
+    opkinds = tuple(time_opkinds(timer, plan.opkinds, runs=plan.runs, min_seconds=plan.min_seconds))
+    step("op kinds (pooling, normalization, activations)")
     threads = torch.get_num_threads()
     counts = tuple(sorted({1, threads}))
     scalars += thread_scaling(timer, counts, runs=plan.runs) if len(counts) > 1 else []
@@ -147,6 +151,7 @@ def collect(plan: Plan, progress: Progress | None = None) -> Measurements:
         conv=tuple(conv.values()),
         bandwidth=tuple(bandwidth.values()),
         scalars=tuple(scalars),
+        opkinds=opkinds,
         dtypes_skipped=tuple(d for d in dtypes if d not in supported),
         load_before=load_before,
         load_after=load_average(),

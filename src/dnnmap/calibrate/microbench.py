@@ -58,7 +58,7 @@ class ConvPoint:
 
 @dataclass(frozen=True, slots=True)
 class BandwidthPoint:
-    kind: str  # "copy" (read + write) or "add" (2 reads + 1 write)
+    kind: str  # "copy" (read + write), "add" (2 reads + 1 write) or "read" (stride-0 sum)
     working_set_bytes: int
     bytes_moved: int
     seconds: float
@@ -135,20 +135,33 @@ def time_conv(timer: Timer, kind: str, kernel: int, hw: int, cin: int, cout: int
 
 def time_bandwidth(timer: Timer, kind: str, working_set_bytes: int, *, runs: int,
                    min_seconds: float) -> BandwidthPoint:
-    """``out.copy_(a)`` or ``torch.add(a, b, out=out)`` with all operands in ``working_set_bytes``.
+    """Bytes per second of one streaming kernel whose operands total ``working_set_bytes``.
 
-    copy: 2 arrays of n fp32 -> working set 2*4*n, moves 2*4*n bytes;
-    add: 3 arrays -> working set 3*4*n, moves 3*4*n bytes.
+    - ``copy``: ``out.copy_(a)``, 2 arrays of n fp32: moves 2*4*n bytes;
+    - ``add``: ``torch.add(a, b, out=out)``, 3 arrays: moves 3*4*n bytes;
+    - ``read``: ``a.expand(r, n).sum()``: the same n fp32 (stride-0 rows) read r times in one
+      kernel, so a working set as small as L1 is streamed for milliseconds and the dispatch
+      cost vanishes; moves r*4*n bytes, all reads. This is how each cache level gets a figure.
+
+    ``seconds`` is per call; ``bytes_moved`` over it is the bandwidth *including* the call's
+    fixed dispatch cost (``build`` subtracts the 1-element time of the same call).
     """
-    arrays = 2 if kind == "copy" else 3
-    n = max(1, working_set_bytes // (4 * arrays))
     dev = timer.device
-    a, b, out = (torch.randn(n, device=dev) for _ in range(3))
-    fn = (lambda: out.copy_(a)) if kind == "copy" else (lambda: torch.add(a, b, out=out))
-    moved = arrays * 4 * n
+    if kind == "read":
+        n = max(1, working_set_bytes // 4)
+        reps = max(1, (64 << 20) // (4 * n))  # ~64 MiB streamed per call
+        a = torch.randn(n, device=dev).expand(reps, n)
+        moved, fn = reps * 4 * n, (lambda: a.sum())
+        ws = 4 * n
+    else:
+        arrays = 2 if kind == "copy" else 3
+        n = max(1, working_set_bytes // (4 * arrays))
+        a, b, out = (torch.randn(n, device=dev) for _ in range(3))
+        fn = (lambda: out.copy_(a)) if kind == "copy" else (lambda: torch.add(a, b, out=out))
+        moved = ws = arrays * 4 * n
     with torch.inference_mode():
         t = timer.time(fn, min_runs=runs, min_seconds=min_seconds, inner=_inner_for(moved / 4))
-    return BandwidthPoint(kind, arrays * 4 * n, moved, t.median_s, t.spread)
+    return BandwidthPoint(kind, ws, moved, t.median_s, t.spread)
 
 
 def tiny_op_latencies(timer: Timer, *, runs: int) -> list[ScalarPoint]:
@@ -169,6 +182,9 @@ def tiny_op_latencies(timer: Timer, *, runs: int) -> list[ScalarPoint]:
         "layer_norm": lambda: F.layer_norm(mat, (1,), v, v),
         "softmax": lambda: torch.softmax(mat, -1),
         "reduction": lambda: mat.sum(-1),
+        # the bandwidth sweeps' own calls at one element: their fixed cost, subtracted there
+        "copy_out": lambda: v.copy_(mat.view(-1)),
+        "add_out": lambda: torch.add(v, v, out=v),
     }
     out = []
     with torch.inference_mode():

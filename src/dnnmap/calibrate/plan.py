@@ -16,6 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnnmap.calibrate.opkinds import OPS, QUICK
+
+ALL_OPKINDS = tuple(OPS)
+QUICK_OPKINDS = QUICK
+
 
 @dataclass(frozen=True)
 class GemmGrid:
@@ -63,6 +68,7 @@ class Plan:
     runs: int = 5  # timed samples per point (median kept)
     min_seconds: float = 0.02  # and at least this much timed work per point
     passes: int = 1  # sweeps over every grid; per point the fastest median is kept
+    opkinds: tuple[str, ...] = ()  # op-kind microbenchmarks (see dnnmap.calibrate.opkinds)
     quick: bool = False
 
 
@@ -90,6 +96,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             runs=3,
             min_seconds=0.005,
             quick=True,
+            opkinds=QUICK_OPKINDS,
         )
     return Plan(
         device="cpu",
@@ -112,6 +119,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         runs=5,
         min_seconds=0.02,
         passes=2,
+        opkinds=ALL_OPKINDS,
     )
 
 
@@ -130,4 +138,6 @@ def _cuda_plan(quick: bool) -> Plan:
         bandwidth_bytes=_pow2(14, 31, 1) if not quick else _pow2(14, 30, 4),  # 16 KiB .. 2 GiB
         runs=10 if not quick else 3,
         min_seconds=0.01,
+        opkinds=QUICK_OPKINDS if quick else ALL_OPKINDS,
+        quick=quick,
     )

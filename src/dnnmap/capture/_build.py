@@ -54,7 +54,7 @@ _RENAMED = {"aten.lift_fresh_copy.default": "aten.lift_fresh.default"}
 
 # Backend switches, not model semantics: export records ``batch_norm(cudnn_enabled=False)``
 # where eager passes ``torch.backends.cudnn.enabled``. Left out of ``attrs`` on both paths.
-_BACKEND_FLAGS = frozenset({"cudnn_enabled"})
+_BACKEND_FLAGS = frozenset({"cudnn_enabled", "cudnn_enable"})
 
 _NO_DEFAULT = object()
 
@@ -93,19 +93,21 @@ def _make_info(func: torch._ops.OpOverload) -> OpInfo:
     raw = str(func)
     target = _RENAMED.get(raw, raw)
     schema = func._schema
-    names, defaults, alias_sets = [], [], []
+    names, defaults, alias_sets, wildcard = [], [], [], None
     for a in schema.arguments:
         names.append(a.name)
         defaults.append(a.default_value if a.has_default_value() else _NO_DEFAULT)
         alias_sets.append(set(a.alias_info.before_set) if a.alias_info is not None else set())
+        if a.alias_info is not None and "*" in a.alias_info.after_set and wildcard is None:
+            wildcard = a.name  # split(Tensor(a -> *) self) -> Tensor(a)[]
     out_alias: list[str | None] = []
     for r in schema.returns:
         owner = None
         if r.alias_info is not None:
-            for name, s in zip(names, alias_sets, strict=True):
-                if s & set(r.alias_info.before_set):
-                    owner = name
-                    break
+            ret = set(r.alias_info.before_set)
+            # A list return's element annotation (Tensor(a)[]) is not visible from Python:
+            # it shows as an empty set; the argument annotated ``a -> *`` is the owner.
+            owner = next((n for n, s in zip(names, alias_sets, strict=True) if s & ret), None) if ret else wildcard
         out_alias.append(owner)
     return OpInfo(
         target=target,

@@ -93,7 +93,7 @@ class Failure:
 
 # Words torch uses when an operand's shape does not fit (meta kernels, nn.functional checks).
 _SHAPE_WORDS = re.compile(
-    r"shape|size|dimension|channels|must match|mat1|broadcast|out of range|unpack|expected .*input",
+    r"shape|size|dim|channels|must match|mat1|broadcast|out of range|unpack|expected .*input",
     re.IGNORECASE,
 )
 _DATA_DEPENDENT = ("DynamicOutputShapeException", "DataDependentOutputException",
@@ -119,7 +119,7 @@ def raise_failure(f: Failure, e: Exception) -> NoReturn:
             f"tensors do not have ({msg}); pass a real model and real inputs to capture it"
         ) from e
     if isinstance(e, (RuntimeError, ValueError, IndexError)) and _SHAPE_WORDS.search(str(e)):
-        shape = f"of shape {list(f.shapes[0])} " if f.shapes else ""
-        detail = f" [{f.op} on shapes {', '.join(str(list(s)) for s in f.shapes)}]" if f.op else ""
-        raise InputShapeError(f"{f.where} rejected input {shape}{detail}: {msg}") from e
+        shape = f" of shape {list(f.shapes[0])}" if f.shapes else ""
+        detail = f" ({f.op} on shapes {', '.join(str(list(s)) for s in f.shapes)})" if f.op else ""
+        raise InputShapeError(f"{f.where} rejected input{shape}{detail}: {msg}") from e
     raise CaptureError(f"cannot capture: {f.op or 'the forward pass'} failed in {f.where}: {msg}") from e

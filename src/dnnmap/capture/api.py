@@ -55,8 +55,6 @@ def capture(
         try:
             g = capture_export(module, example, name)
             return _with_meta(g, meta, capture_path="export")
-        except DnnmapError:
-            raise
         except Exception as e:  # export cannot take it: say why, try the eager recorder
             reason = short_message(e)
     g = capture_dispatch(module, example, name)  # raises the op / module error if it fails too

@@ -70,6 +70,19 @@ def _fake_mode_of(model: nn.Module, inputs: tuple) -> Any:
     return None
 
 
+def _view_key(t: torch.Tensor) -> tuple:
+    """What makes two tensor objects the same value: storage, offset, sizes, strides, dtype.
+
+    Factory ops (``arange``, ``zeros`` ...) hand the caller a detached alias of the tensor the
+    recorder saw: a new object on the same storage with the same view.
+    """
+    try:
+        storage = t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError):  # tensors without storage (some subclasses)
+        return (id(t),)
+    return (storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
 # The PreDispatch mode slot accepts only a few mode classes (torch/_ops.py
 # ``_set_mode_pre_dispatch``); SchemaCheckMode's slot is the one meant for eager,
 # stand-alone observers, so the recorder takes that slot. Its checking code is not used.
@@ -77,6 +90,7 @@ class _Recorder(SchemaCheckMode):
     def __init__(self, b: GraphBuilder, ids: dict, constants: dict[int, str], stack: ModuleStack) -> None:
         TorchDispatchMode.__init__(self, _dispatch_key=torch._C.DispatchKey.PreDispatch)
         self.b, self.ids, self.constants, self.stack = b, ids, constants, stack
+        self.by_view: dict[tuple, str] = {}  # storage + view metadata -> latest tensor id
         self.failure: Failure | None = None
         self.assumed: list[str] = []
         self._lifted = 0
@@ -86,6 +100,10 @@ class _Recorder(SchemaCheckMode):
         hit = self.ids.get(id(t))
         if hit is not None:
             return hit[0]
+        known = self.by_view.get(_view_key(t))
+        if known is not None:  # a new Python object for a tensor already seen
+            self.ids[id(t)] = (known, t)
+            return known
         name = self.constants.get(id(t))
         if name is None:
             name = f"lifted_tensor_{self._lifted}"
@@ -122,6 +140,7 @@ class _Recorder(SchemaCheckMode):
     def _remember(self, out: Any, ids: Any) -> None:
         if isinstance(out, torch.Tensor):
             self.ids[id(out)] = (ids, out)
+            self.by_view[_view_key(out)] = ids
         elif isinstance(out, (list, tuple)) and isinstance(ids, list):
             for o, i in zip(out, ids, strict=True):
                 self._remember(o, i)

@@ -16,7 +16,12 @@ key (see ``dispatch_path``).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import operator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,9 +38,27 @@ class ExportUnsupported(Exception):
 
 
 def capture_export(model: nn.Module, inputs: tuple, name: str) -> Graph:
-    """Export ``model`` on ``inputs`` (fake or real) and convert the graph; export errors propagate."""
-    ep = torch.export.export(model, inputs, strict=False)
+    """Export ``model`` on ``inputs`` (fake or real) and convert the graph; export errors propagate.
+
+    Exported under ``no_grad`` (inference: the same op set, and no autograd view checks).
+    A failed export prints its partial graph to stderr; that print is swallowed, since the
+    error itself is reported (``meta["fallback_reason"]`` or the raised error).
+    """
+    with torch.no_grad(), _quiet_export():
+        ep = torch.export.export(model, inputs, strict=False)
     return graph_from_exported(ep, model, inputs, name)
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    log = logging.getLogger("torch.export._trace")
+    was = log.disabled
+    log.disabled = True
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        log.disabled = was
 
 
 def graph_from_exported(ep: torch.export.ExportedProgram, model: nn.Module, inputs: tuple, name: str) -> Graph:
@@ -51,8 +74,8 @@ def graph_from_exported(ep: torch.export.ExportedProgram, model: nn.Module, inpu
             env[node] = env[node.args[0]][node.args[1]]
         elif isinstance(target, torch._ops.OpOverload):
             path, mtype = _module_of(node, root_type)
-            args = tuple(_resolve(a, env) for a in node.args)
-            kwargs = {k: _resolve(v, env) for k, v in node.kwargs.items()} if node.kwargs else {}
+            args = tuple(_resolve(a, env, b) for a in node.args)
+            kwargs = {k: _resolve(v, env, b) for k, v in node.kwargs.items()} if node.kwargs else {}
             val = node.meta.get("val")
             out = b.add_op(target, args, kwargs, val, path, mtype)
             env[node] = out if out is not None or not _is_scalar(val) else val
@@ -76,22 +99,31 @@ def _bind_placeholders(ep: torch.export.ExportedProgram, b: GraphBuilder, st, en
                 role = Role.WEIGHT if spec.kind == InputKind.PARAMETER else Role.BUFFER
                 tid = st.by_fqn[spec.target] = b.add_tensor(val, role, spec.target)
             env[node] = tid
-        elif spec.kind == InputKind.CONSTANT_TENSOR:
-            env[node] = b.add_tensor(val, Role.CONSTANT, spec.target or spec.arg.name)
+        elif spec.kind == InputKind.CONSTANT_TENSOR:  # numbered at first use, as dispatch does
+            env[node] = _Constant(val, spec.target or spec.arg.name)
         else:
             raise ExportUnsupported(f"exported graph has a {spec.kind.name} input")
 
 
-def _resolve(a: Any, env: dict) -> Any:
+@dataclass(frozen=True)
+class _Constant:
+    value: torch.Tensor
+    name: str
+
+
+def _resolve(a: Any, env: dict, b: GraphBuilder) -> Any:
     if isinstance(a, fx.Node):
         v = env[a]
         if isinstance(v, str):
             return Ref(v)
+        if isinstance(v, _Constant):
+            tid = env[a] = b.add_tensor(v.value, Role.CONSTANT, v.name)
+            return Ref(tid)
         if isinstance(v, list):
             return [Ref(x) if isinstance(x, str) else x for x in v]
         return v
     if isinstance(a, (list, tuple)):
-        return [_resolve(x, env) for x in a]
+        return [_resolve(x, env, b) for x in a]
     return a
 
 

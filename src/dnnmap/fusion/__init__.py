@@ -21,7 +21,12 @@ from dnnmap.fusion.decide import (
 )
 from dnnmap.fusion.kinds import FusionKind, fusion_kind
 from dnnmap.fusion.partition import Parallelism, Partition, Strategy, Subgraph
-from dnnmap.fusion.strategies import parse_strategy, partition, traffic_saving, unfused_external_bytes
+from dnnmap.fusion.strategies import (
+    parse_strategy,
+    partition,
+    traffic_saving,
+    unfused_external_bytes,
+)
 
 __all__ = [
     "FusionConfig",

@@ -7,7 +7,7 @@ Subgraph edges are data dependencies on storage: ``P -> C`` when ``C`` reads a b
 >>> from dnnmap.fusion import partition
 >>> from dnnmap.fusion.toy import residual_block
 >>> [s.name for s in partition(residual_block(), "compiler").subgraphs]
-['<root>: conv+bn+relu', 'layer1.0: conv+bn+relu', 'layer1.0: conv+bn+add+relu']
+['conv1: conv+bn+relu', 'layer1.0: conv+bn+relu', 'layer1.0: conv+bn+add+relu']
 """
 
 from __future__ import annotations
@@ -45,25 +45,33 @@ def short_name(op: Op, g: Graph, index: GraphIndex) -> str:
     return _SHORT.get(name, name.strip("_"))
 
 
-def common_module(paths: list[str]) -> str:
-    """Longest common dotted prefix: ["layer1.0.conv1", "layer1.0.bn1"] -> "layer1.0"."""
-    parts = [p.split(".") for p in paths if p]
-    if not parts:
+def group_module(paths: list[str], anchor: str) -> str:
+    """The module a group belongs to: the longest prefix of ``anchor`` (the dominant op's
+    module) shared by more than half of ``paths`` (else ``anchor`` itself). An MLP-down GEMM
+    whose epilogue reaches into the next layer's norm stays named after its own layer.
+
+    >>> group_module(["layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu"], "layer1.0.conv1")
+    'layer1.0'
+    >>> group_module(["conv1", "bn1", "relu"], "conv1")
+    'conv1'
+    """
+    paths = [p for p in paths if p]
+    if not paths:
         return ""
-    prefix = parts[0]
-    for p in parts[1:]:
-        n = 0
-        while n < min(len(prefix), len(p)) and prefix[n] == p[n]:
-            n += 1
-        prefix = prefix[:n]
-    return ".".join(prefix)
+    parts = anchor.split(".") if anchor else paths[0].split(".")
+    for n in range(len(parts), 0, -1):
+        prefix = parts[:n]
+        covered = sum(p.split(".")[:n] == prefix for p in paths)
+        if 2 * covered > len(paths):
+            return ".".join(prefix)
+    return anchor
 
 
-def _name(ops: list[Op], g: Graph, index: GraphIndex, kinds: list[FusionKind]) -> str:
+def _name(ops: list[Op], dom: Op, g: Graph, index: GraphIndex, kinds: list[FusionKind]) -> str:
     real = [o for o, k in zip(ops, kinds, strict=True) if k is not FusionKind.VIEW] or ops
     names = list(dict.fromkeys(short_name(o, g, index) for o in real))
     label = "+".join(names[:6]) + (f"+…({len(names) - 6} more)" if len(names) > 6 else "")
-    module = common_module([o.module_path for o in ops]) or "<root>"
+    module = group_module([o.module_path for o in real], dom.module_path) or "<root>"
     return f"{module}: {label}"
 
 
@@ -81,7 +89,7 @@ def build_subgraph(sid: int, members: list[int], counted: CountedGraph, index: G
     dom = _dominant(ops, counted.costs)
     return Subgraph(
         id=sid,
-        name=_name(ops, g, index, [index.kinds[i] for i in members]),
+        name=_name(ops, dom, g, index, [index.kinds[i] for i in members]),
         op_ids=tuple(o.id for o in ops),
         inputs=tuple(io.inputs),
         outputs=tuple(io.outputs),
@@ -131,6 +139,8 @@ def build_partition(counted: CountedGraph, index: GraphIndex, groups: list[list[
     edges: set[tuple[int, int]] = set()
     for gi, members in enumerate(groups):
         for i in members:
+            if index.kinds[i] is FusionKind.VIEW:
+                continue
             for t in g.ops[i].inputs:
                 p = g.tensors[index.storage[t]].producer
                 if p is not None and (pg := group_of[index.pos[p]]) != gi:

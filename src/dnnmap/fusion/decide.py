@@ -11,24 +11,25 @@ checks legality (no cycle). Every rule below names what a real compiler does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from dnnmap.fusion.partition import Strategy
 
 
-class Relation(str, Enum):
+class Relation(StrEnum):
     VERTICAL = "vertical"  # a produces what b reads
     HORIZONTAL = "horizontal"  # a and b read the same tensor, neither needs the other
 
 
-class Pattern(str, Enum):
+class Pattern(StrEnum):
     """A proposal recognised as a whole; the decision knows which pattern it is judging."""
 
-    VIEW_FOLD = "view_fold"  # a view joins its producer (or consumer): never a kernel
+    VIEW_FOLD = "view_fold"  # a view joins its reader (or writer): never a kernel
     ATTENTION_CORE = "attention_core"  # QK^T -> scale/mask -> softmax -> .V
     HORIZONTAL_GEMM = "horizontal_gemm"  # Q/K/V (or gate/up) projections of one input
     SQUEEZE_EXCITE = "squeeze_excite"  # pool -> fc -> act -> fc -> gate
+    DEAD_CODE = "dead_code"  # a result nobody reads: no kernel (kept in a neighbour for the count)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class FusionConfig:
     # bias + residual + norm after the GEMM; CUTLASS example 37 does it in the epilogue).
     # 0 disables it; Inductor itself emits the norm as a separate kernel.
     norm_epilogue_max_row: int = 8192
+    # A pointwise / reduction result that more than this many kernels read stays in a
+    # kernel of its own (rotary tables and attention masks shared by every layer): fusing it
+    # into the first reader would save one read of a tensor that is written anyway.
+    max_shared_fanout: int = 2
     max_rounds: int = 10  # rounds of pairwise fusion (Inductor: 10)
 
 
@@ -72,6 +77,7 @@ class FusionOracle(Protocol):
     def epilogue_single_consumer(self, a: int, b: int) -> bool: ...
     def fanout(self, a: int) -> int: ...
     def fanin(self, b: int) -> int: ...
+    def shared_readers(self, a: int, b: int) -> int: ...
     def sealed(self, a: int) -> bool: ...
 
 
@@ -155,6 +161,8 @@ def _compiler_rule(a: GroupSummary, b: GroupSummary, ctx: FusionContext) -> Fusi
         return no("horizontal fusion joins weight GEMMs only")
     if ctx.pattern is Pattern.SQUEEZE_EXCITE:
         return yes("squeeze-excitation: pool, fc, act, fc, gate in one kernel")
+    if ctx.pattern is Pattern.DEAD_CODE:
+        return yes("dead code: eliminated by the compiler (kept in a neighbour for the count)")
     if ctx.relation is not Relation.VERTICAL:
         return no("no horizontal fusion outside the GEMM pattern")
     if a.n_template and b.n_template:
@@ -163,6 +171,8 @@ def _compiler_rule(a: GroupSummary, b: GroupSummary, ctx: FusionContext) -> Fusi
         return no("a GEMM/conv takes no fused prologue")
     if a.n_template:
         return _epilogue_rule(a, b, ctx)
+    if ctx.oracle is not None and ctx.oracle.shared_readers(a.root, b.root) > ctx.config.max_shared_fanout:
+        return no("shared producer feeds many kernels: computed once, on its own")
     if a.n_reduction and b.n_reduction and len(a.reduction_domains | b.reduction_domains) > 1:
         return no("reductions over different domains")
     return yes("pointwise/reduction loop fusion")

@@ -43,9 +43,11 @@ class Fuser:
         self.refused: Counter[str] = Counter()
         self._summary: dict[int, GroupSummary] = {}
         self.static_gemms = self._weight_gemms()
+        # per op: storages it reads, storages it writes (a view writes none)
         self._op_storages = [
-            (frozenset(index.storage[t] for t in op.inputs), frozenset(index.storage[t] for t in op.outputs))
-            for op in index.graph.ops
+            (frozenset(index.storage[t] for t in op.inputs),
+             frozenset() if k is FusionKind.VIEW else frozenset(index.storage[t] for t in op.outputs))
+            for op, k in zip(index.graph.ops, index.kinds, strict=True)
         ]
 
     # -- propose = decide + apply ------------------------------------------------------------
@@ -62,6 +64,17 @@ class Fuser:
         if d:
             self._summary.pop(ra, None)
             self._summary.pop(rb, None)
+        return d
+
+    def attach(self, view: int, target: int) -> FusionDecision:
+        """Put a view op (no edges of its own) into the group of op ``target``."""
+        rv, rt = self.state.find(view), self.state.find(target)
+        ctx = FusionContext(self.strategy, Relation.VERTICAL, Pattern.VIEW_FOLD, self.config, self.budget, self)
+        d = should_fuse(self.summary(rt), self.summary(rv), ctx)
+        if d:
+            self.state.attach(rv, rt)
+            self._summary.pop(rt, None)
+        (self.fused if d else self.refused)[d.reason] += 1
         return d
 
     def seal(self, op: int) -> None:
@@ -115,6 +128,20 @@ class Fuser:
     def fanin(self, b: int) -> int:
         return len(self.state.pred[b])
 
+    def storages(self, root: int) -> tuple[set[str], set[str]]:
+        """(storages the group reads, storages it writes), internal ones included."""
+        members = self.state.members[root]
+        return (set().union(*(self._op_storages[i][0] for i in members)),
+                set().union(*(self._op_storages[i][1] for i in members)))
+
+    def shared_readers(self, a: int, b: int) -> int:
+        """How many groups besides ``a`` read the results of ``a`` that ``b`` reads."""
+        idx, st = self.index, self.state
+        b_reads, a_out = self.storages(b)[0], self.storages(a)[1]
+        readers = {st.find(r) for s in a_out & b_reads for r in idx.storage_readers.get(s, ())}
+        readers.discard(a)
+        return len(readers)
+
     def epilogue_single_consumer(self, a: int, b: int) -> bool:
         """Every GEMM/conv result of ``a`` that ``b`` reads is read only inside ``a`` and ``b``."""
         idx, st = self.index, self.state
@@ -155,7 +182,7 @@ def group_io(index: GraphIndex, members: list[int], inside) -> GroupIO:  # noqa:
       any view) or the model returns it; then it is an *output*, written once in full.
     - A storage read but not produced inside is an *input*, read once; bytes read are the
       distinct views read, capped at the storage size (a slice reads its part, an expanded
-      bias its storage).
+      bias its storage; a gather reads the rows it gathers, see ``GraphIndex.read_bytes``).
     """
     g, st = index.graph, index.storage
     io = GroupIO()
@@ -166,10 +193,13 @@ def group_io(index: GraphIndex, members: list[int], inside) -> GroupIO:  # noqa:
                 produced[t] = None
     viewed: dict[str, dict[str, int]] = {}
     for i in sorted(members):
-        for t in g.ops[i].inputs:
+        if index.kinds[i] is FusionKind.VIEW:  # a view reads nothing; its readers do
+            continue
+        for t, nb in zip(g.ops[i].inputs, index.read_bytes[i], strict=True):
             s = st[t]
             if s not in produced:
-                viewed.setdefault(s, {})[t] = g.tensors[t].nbytes
+                seen = viewed.setdefault(s, {})
+                seen[t] = max(seen.get(t, 0), nb)
     for s, views in viewed.items():
         nbytes = min(g.tensors[s].nbytes, sum(views.values()))
         io.inputs[s] = nbytes

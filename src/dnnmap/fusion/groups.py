@@ -94,6 +94,19 @@ class GroupState:
         self._union(x, y)
         return True
 
+    def attach(self, i: int, root: int) -> None:
+        """Put op ``i``, a singleton without edges (a view), into group ``root``: no order
+        repair is needed, its slot becomes a hole."""
+        if self.find(i) != i or len(self.members[i]) != 1 or self.succ[i] or self.pred[i]:
+            raise ValueError(f"op index {i} is not an isolated singleton")
+        root = self.find(root)
+        if root == i:
+            return
+        self._parent[i] = root
+        self.members[root].extend(self.members.pop(i))
+        del self.succ[i], self.pred[i]
+        self.order[self.pos[i]] = None
+
     # -- applying ----------------------------------------------------------------------------
     def _reorder(self, x: int, y: int, desc: set[int]) -> None:
         """Window ``order[pos[x]..pos[y]]`` becomes: others, merged group (kept as ``x``'s slot

@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 
 from dnnmap.ir import Graph, Op, OpClass
 from dnnmap.ir.classify import op_name
 
 
-class FusionKind(str, Enum):
+class FusionKind(StrEnum):
     TEMPLATE = "template"  # GEMM / conv / attention: a library or template kernel
     REDUCTION = "reduction"  # sum / mean / pool / softmax / layer-norm: a loop with a reduction
     POINTWISE = "pointwise"  # elementwise, copies, gathers, inference batch-norm: a plain loop
@@ -41,6 +41,9 @@ _BN_INFERENCE = frozenset(
 )
 _BN_MAYBE_TRAINING = frozenset({"batch_norm", "native_batch_norm", "_native_batch_norm_legit", "_batch_norm_with_update"})
 _OPAQUE_NAMES = frozenset({"sort", "topk", "argsort", "cumsum", "cumprod", "nonzero", "unique", "multinomial"})
+# ops that read only the rows they gather from their first (data) operand
+_GATHERS = frozenset({"embedding", "embedding_bag", "_embedding_bag", "index", "_unsafe_index",
+                      "index_select", "gather", "take", "take_along_dim"})
 _GLOBAL_POOLS = frozenset({"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
                            "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d"})
 
@@ -184,10 +187,12 @@ class GraphIndex:
 
     @cached_property
     def storage_readers(self) -> Mapping[str, tuple[int, ...]]:
-        """storage id -> indices of the ops that read it (directly or through a view)."""
+        """storage id -> indices of the non-view ops that read it (directly or through views)."""
         acc: dict[str, list[int]] = {}
         st = self.storage
         for i, op in enumerate(self.graph.ops):
+            if self.kinds[i] is FusionKind.VIEW:
+                continue
             for s in dict.fromkeys(st[t] for t in op.inputs):
                 acc.setdefault(s, []).append(i)
         return {k: tuple(v) for k, v in acc.items()}
@@ -203,11 +208,19 @@ class GraphIndex:
 
     @cached_property
     def preds(self) -> tuple[tuple[int, ...], ...]:
-        """op index -> indices of the ops producing its inputs (deduplicated)."""
-        pos, g = self.pos, self.graph
+        """op index -> indices of the ops writing the storages it reads (deduplicated).
+
+        Data dependencies only: views are metadata, so a view op has no edges and an op
+        reading a view depends on the writer of the storage underneath.
+        """
+        pos, g, st = self.pos, self.graph, self.storage
         out = []
-        for op in g.ops:
-            ps = {pos[p] for t in op.inputs if (p := g.tensors[t].producer) is not None and p in pos}
+        for i, op in enumerate(g.ops):
+            if self.kinds[i] is FusionKind.VIEW:
+                out.append(())
+                continue
+            ps = {pos[p] for t in op.inputs if (p := g.tensors[st[t]].producer) is not None and p in pos}
+            ps.discard(i)
             out.append(tuple(sorted(ps)))
         return tuple(out)
 
@@ -218,6 +231,24 @@ class GraphIndex:
             for i in ps:
                 acc[i].append(j)
         return tuple(tuple(a) for a in acc)
+
+    @cached_property
+    def read_bytes(self) -> tuple[tuple[int, ...], ...]:
+        """op index -> bytes it reads of each input. All of it, except the data operand of a
+        gather (embedding, index, gather): at most one element per output element.
+
+        embedding(table[50257, 768], ids[1, 128]) reads 128 * 768 * 4 bytes of the table.
+        """
+        g = self.graph
+        out = []
+        for op in g.ops:
+            sizes = [g.tensors[t].nbytes for t in op.inputs]
+            if sizes and op.outputs and op_name(op.target) in _GATHERS:
+                data = g.tensors[op.inputs[0]]
+                touched = sum(g.tensors[t].numel for t in op.outputs) * data.dtype.itemsize
+                sizes[0] = min(sizes[0], touched)
+            out.append(tuple(sizes))
+        return tuple(out)
 
     def nbytes(self, tensor_id: str) -> int:
         return self.graph.tensors[tensor_id].nbytes

@@ -19,27 +19,31 @@ from dnnmap.fusion.kinds import FusionKind, GraphIndex, is_global_pool
 from dnnmap.ir import OpClass
 from dnnmap.ir.classify import op_name
 
-_PASS_THROUGH = (FusionKind.POINTWISE, FusionKind.VIEW)
+_PASS_THROUGH = (FusionKind.POINTWISE,)
 _GATES = frozenset({"sigmoid", "hardsigmoid", "sigmoid_", "hardsigmoid_"})
 
 
 # -- views -----------------------------------------------------------------------------------------
-def fold_views(f: Fuser) -> None:
-    """Every true view joins the kernel producing its input; views of weights / model inputs
-    (no producer) join their first consumer that accepts them."""
-    idx, st = f.index, f.state
-    views = [i for i, k in enumerate(idx.kinds) if k is FusionKind.VIEW]
-    for i in views:
-        producer = idx.preds[i]
-        if producer:
-            f.propose(producer[0], i, Relation.VERTICAL, Pattern.VIEW_FOLD)
-    for i in reversed(views):
-        root = st.find(i)
-        if st.pred[root] or any(idx.kinds[m] is not FusionKind.VIEW for m in st.members[root]):
+def attach_views(f: Fuser) -> None:
+    """Views are metadata: they take part in no fusion decision (the op graph's edges run
+    from the writer of a storage to its readers) and at the end each joins a kernel: the one
+    all its readers are in, else the one writing its storage, else its first reader's.
+    Where a view goes changes no byte: reads resolve to the storage underneath."""
+    idx, st, g = f.index, f.state, f.index.graph
+    for i in reversed([i for i, k in enumerate(idx.kinds) if k is FusionKind.VIEW]):
+        op = g.ops[i]
+        readers = sorted({st.find(idx.pos[c.id]) for t in op.outputs for c in g.consumers(t)},
+                         key=lambda r: st.pos[r])
+        writer = g.tensors[idx.storage[op.inputs[0]]].producer if op.inputs else None
+        if len(readers) == 1:
+            target = readers[0]
+        elif writer is not None:
+            target = st.find(idx.pos[writer])
+        elif readers:
+            target = readers[0]
+        else:
             continue
-        for c in sorted(st.succ[root], key=lambda r: st.pos[r]):
-            if f.propose(i, c, Relation.VERTICAL, Pattern.VIEW_FOLD):
-                break
+        f.attach(i, target)
 
 
 # -- patterns on the op graph ---------------------------------------------------------------------------
@@ -52,9 +56,9 @@ def _main_neighbour(idx: GraphIndex, cur: int, forward: bool) -> int | None:
     g = idx.graph
     best, best_bytes = None, -1
     for t in g.ops[cur].inputs:
-        p = g.tensors[t].producer
-        if p is not None and g.tensors[t].nbytes > best_bytes:
-            best, best_bytes = idx.pos[p], g.tensors[t].nbytes
+        s = g.tensors[idx.storage[t]]
+        if s.producer is not None and g.tensors[t].nbytes > best_bytes:
+            best, best_bytes = idx.pos[s.producer], g.tensors[t].nbytes
     return best
 
 
@@ -152,13 +156,11 @@ def apply_group(f: Fuser, ops: list[int], pattern: Pattern, relation: Relation) 
 def vertical_pairs(f: Fuser) -> list[tuple[int, int]]:
     """Producer -> consumer group pairs, most shared bytes first (Inductor's score: memory
     traffic saved), then in execution order."""
-    st, idx = f.state, f.index
-    produced: dict[int, set[str]] = {}
+    st, g = f.state, f.index.graph
     reads: dict[int, set[str]] = {}
-    g, storage = idx.graph, idx.storage
+    produced: dict[int, set[str]] = {}
     for r in st.roots():
-        produced[r] = {storage[t] for i in st.members[r] for t in g.ops[i].outputs}
-        reads[r] = {storage[t] for i in st.members[r] for t in g.ops[i].inputs}
+        reads[r], produced[r] = f.storages(r)
     scored = []
     for a in st.roots():
         for b in st.succ[a]:
@@ -194,3 +196,21 @@ def greedy_chains(f: Fuser) -> None:
             if not f.propose(cur, nxt, Relation.VERTICAL):
                 break
             cur = st.find(cur)
+
+
+def fold_dead(f: Fuser) -> None:
+    """Groups whose results nobody reads (and the model does not return) launch nothing in a
+    compiled model; they join a producer (or the previous kernel) so every op is still counted.
+    (Views, still unattached here, are not groups of their own.)"""
+    st, idx = f.state, f.index
+    g, storage = idx.graph, idx.storage
+    roots = [r for r in st.roots() if any(idx.kinds[i] is not FusionKind.VIEW for i in st.members[r])]
+    for k, r in enumerate(roots):
+        if st.find(r) != r or st.succ[r]:
+            continue
+        if any(storage[t] in idx.output_storages for i in st.members[r] for t in g.ops[i].outputs):
+            continue
+        near = sorted(st.pred[r], key=lambda p: -st.pos[p]) + roots[k - 1 :: -1][:1] + roots[k + 1 : k + 2]
+        for other in near:
+            if f.propose(other, r, Relation.VERTICAL, Pattern.DEAD_CODE):
+                break

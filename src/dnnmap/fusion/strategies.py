@@ -19,8 +19,9 @@ from dnnmap.fusion.kinds import GraphIndex
 from dnnmap.fusion.partition import Partition, Strategy
 from dnnmap.fusion.propose import (
     apply_group,
+    attach_views,
     attention_cores,
-    fold_views,
+    fold_dead,
     fuse_pairs,
     greedy_chains,
     horizontal_gemms,
@@ -52,6 +53,7 @@ def _compiler(f: Fuser) -> None:
         for ops in horizontal_gemms(idx, f.static_gemms):
             apply_group(f, ops, Pattern.HORIZONTAL_GEMM, Relation.HORIZONTAL)
     fuse_pairs(f)
+    fold_dead(f)
 
 
 def partition(
@@ -73,11 +75,11 @@ def partition(
         raise DnnmapError(f"on-chip budget must be a positive number of bytes, got {onchip_budget_bytes}")
     index = GraphIndex(counted.graph)
     f = Fuser(index, strat, config, onchip_budget_bytes)
-    fold_views(f)
     if strat is Strategy.GREEDY:
         greedy_chains(f)
     elif strat is Strategy.COMPILER:
         _compiler(f)
+    attach_views(f)
     groups = [list(f.state.members[r]) for r in f.state.roots()]
     meta = {
         "strategy": strat.value,

@@ -23,6 +23,7 @@ from dnnmap.hardware.schema import (
     Calibration,
     ConvKind,
     Precision,
+    ShapePoint,
     ThroughputPoint,
 )
 
@@ -73,3 +74,58 @@ def efficiency(achieved_tflops: float, peak_tflops: float) -> float:
     if peak_tflops <= 0 or achieved_tflops <= 0:
         raise ValueError("efficiency: achieved and peak must be positive")
     return min(1.0, achieved_tflops / peak_tflops)
+
+
+# --- shape tables (added by the calibrate helper) ------------------------------------------------
+
+
+def _bracket(axis: Sequence[float], x: float) -> tuple[int, int, float]:
+    """(lower index, upper index, weight of upper) of ``x`` on a sorted axis, linear in log,
+    clamped: ``_bracket([1, 4, 16], 8) == (1, 2, 0.5)``."""
+    if x <= axis[0] or len(axis) == 1:
+        return 0, 0, 0.0
+    if x >= axis[-1]:
+        return len(axis) - 1, len(axis) - 1, 0.0
+    i = bisect.bisect_right(axis, x)
+    lo, hi = axis[i - 1], axis[i]
+    return i - 1, i, (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+
+
+def shape_interpolate(points: Sequence[ShapePoint], m: float, n: float, k: float) -> float:
+    """Achieved TFLOPS at GEMM shape (m, n, k) from a complete measured grid: multilinear in
+    (log m, log n, log k) between the 8 surrounding grid points, clamped per axis at the edges
+    (no extrapolation). At a grid point it returns that point's measurement.
+
+    >>> pts = [ShapePoint(m=m, n=8, k=8, achieved_tflops=t) for m, t in ((1, 0.1), (100, 0.3))]
+    >>> round(shape_interpolate(pts, 10, 8, 8), 9), shape_interpolate(pts, 1e6, 1, 1)
+    (0.2, 0.3)
+    """
+    if not points:
+        raise ValueError("shape_interpolate: empty table")
+    if min(m, n, k) <= 0:
+        raise ValueError(f"shape_interpolate: sizes must be positive, got {(m, n, k)}")
+    table = {(p.m, p.n, p.k): p.achieved_tflops for p in points}
+    axes = [sorted({key[i] for key in table}) for i in range(3)]
+    brackets = [_bracket(ax, x) for ax, x in zip(axes, (m, n, k), strict=True)]
+    total = 0.0
+    for corner in range(8):
+        weight, key = 1.0, []
+        for axis, (lo, hi, t) in enumerate(brackets):
+            upper = (corner >> axis) & 1
+            weight *= t if upper else 1.0 - t
+            key.append(axes[axis][hi if upper else lo])
+        if weight > 0.0:
+            total += weight * table[tuple(key)]
+    return total
+
+
+def gemm_shape_tflops(cal: Calibration, precision: Precision, m: int, n: int, k: int) -> float | None:
+    """Measured GEMM throughput at shape (m, n, k), or None when that precision has no shape table."""
+    pts = cal.gemm_shapes.get(precision)
+    return shape_interpolate(pts, m, n, k) if pts else None
+
+
+def conv_shape_tflops(cal: Calibration, kind: ConvKind, precision: Precision, m: int, n: int, k: int) -> float | None:
+    """Measured conv throughput of ``kind`` at implicit-GEMM shape (m, n, k), or None."""
+    pts = cal.conv_shapes.get(kind, {}).get(precision)
+    return shape_interpolate(pts, m, n, k) if pts else None

@@ -154,6 +154,13 @@ class CoreGroup(_Strict):
 class CpuCompute(_Strict):
     core_groups: tuple[CoreGroup, ...] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _kinds_unique(self) -> CpuCompute:
+        kinds = [g.kind for g in self.core_groups]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"core_groups: one group per kind, got {kinds}")
+        return self
+
     @property
     def cores(self) -> int:
         return sum(g.count for g in self.core_groups)
@@ -170,7 +177,7 @@ class CpuCompute(_Strict):
 
 class GpuCompute(_Strict):
     sms: Count  # streaming multiprocessors (compute units)
-    tensor_cores_per_sm: NonNegative  # 0: no tensor cores
+    tensor_cores_per_sm: Annotated[int, Field(ge=0)]  # 0: no tensor cores
     fp32_lanes_per_sm: Count  # "CUDA cores" per SM: FP32 FMA lanes
     warp_size: Count
     max_threads_per_sm: Count
@@ -268,6 +275,18 @@ class BandwidthPoint(_Strict):
     achieved_gbps: Positive
 
 
+class ShapePoint(_Strict):
+    """One measured GEMM-view shape (added by the calibrate helper): ``m x n`` outputs
+    accumulating over ``k`` ran at ``achieved_tflops``. Conv uses its implicit GEMM
+    (M = N*Ho*Wo, N = Cout, K = Cin*kh*kw); depthwise uses M = N*Ho*Wo, n = channels,
+    k = kh*kw. A shape table is a complete grid, interpolated by ``interp.shape_tflops``."""
+
+    m: Count
+    n: Count
+    k: Count
+    achieved_tflops: Positive
+
+
 class ThreadPoint(_Strict):
     threads: Count
     speedup: Positive  # time(1 thread) / time(threads); at most ``threads``
@@ -298,6 +317,10 @@ class Calibration(_Strict):
     conv: dict[ConvKind, dict[Precision, tuple[ThroughputPoint, ...]]] = Field(default_factory=dict)
     bandwidth: dict[BandwidthKind, tuple[BandwidthPoint, ...]] = Field(default_factory=dict)
     thread_scaling: tuple[ThreadPoint, ...] = ()
+    # efficiency depends on shape, not only on FLOPs (a 1 x 2048 x 2048 GEMV and a 128 x 128 x 256
+    # GEMM have the same FLOPs and differ ~10x on a CPU): the same data keyed by (m, n, k)
+    gemm_shapes: dict[Precision, tuple[ShapePoint, ...]] = Field(default_factory=dict)
+    conv_shapes: dict[ConvKind, dict[Precision, tuple[ShapePoint, ...]]] = Field(default_factory=dict)
     dispatch_us: Positive | None = None  # one tiny eager op end to end
     # other named scalars; the key carries its unit: "exp_gelem_per_s", "sync_us"
     scalars: dict[str, float] = Field(default_factory=dict)
@@ -310,6 +333,8 @@ class Calibration(_Strict):
             xs = [getattr(p, key) for p in points]
             if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
                 raise ValueError(f"{path}: points must be sorted by strictly increasing {key}")
+        for path, shapes in self._shape_tables():
+            _check_grid(path, shapes)
         for key in self.scalars:
             if not key.endswith(_UNIT_SUFFIXES):
                 raise ValueError(f"scalars.{key}: name must end in a unit ({', '.join(_UNIT_SUFFIXES)})")
@@ -325,6 +350,25 @@ class Calibration(_Strict):
             yield f"bandwidth.{kind.value}", pts, "working_set_bytes"
         if self.thread_scaling:
             yield "thread_scaling", self.thread_scaling, "threads"
+
+    def _shape_tables(self) -> Iterator[tuple[str, tuple[ShapePoint, ...]]]:
+        for prec, pts in self.gemm_shapes.items():
+            yield f"gemm_shapes.{prec.value}", pts
+        for kind, per in self.conv_shapes.items():
+            for prec, pts in per.items():
+                yield f"conv_shapes.{kind.value}.{prec.value}", pts
+
+
+def _check_grid(path: str, pts: tuple[ShapePoint, ...]) -> None:
+    """A shape table must be the full grid of its m, n and k values, sorted by (m, n, k)."""
+    if not pts:
+        raise ValueError(f"{path}: empty table")
+    keys = [(p.m, p.n, p.k) for p in pts]
+    ms, ns, ks = (sorted({key[i] for key in keys}) for i in range(3))
+    full = [(m, n, k) for m in ms for n in ns for k in ks]
+    if keys != full:
+        raise ValueError(f"{path}: points must be the complete (m, n, k) grid of their axis values, "
+                         f"sorted by m, then n, then k ({len(keys)} points, grid has {len(full)})")
 
 
 _UNIT_SUFFIXES = ("_us", "_s", "_per_s", "_gbps", "_tflops", "_bytes", "_pj", "_w", "_ratio")
@@ -346,7 +390,8 @@ class HardwareProfile(_Strict):
     gpu: GpuCompute | None = None
     tpu: TpuCompute | None = None
     kpu: KpuCompute | None = None
-    # dense peak of the matrix engine per precision (tensor cores, MXUs, PE arrays; CPU: SIMD FMA)
+    # dense peak for matrix work (GEMM/conv/attention) per precision on the fastest unit that runs
+    # it: tensor cores, MXUs, PE arrays, CPU SIMD FMA; GPU fp32 without TF32 = CUDA cores
     peak_tflops: dict[Precision, Positive] = Field(min_length=1)
     # dense peak of the vector / non-tensor-core units (GPU CUDA cores, TPU VPU, CPU SIMD)
     vector_peak_tflops: dict[Precision, Positive] = Field(min_length=1)
@@ -455,6 +500,9 @@ def _check_calibration(p: HardwareProfile) -> None:
         for prec, pts in per.items():
             peak = p.peak(prec) or p.vector_peak(prec)
             _points_within(f"calibration.conv.{kind.value}.{prec.value}", pts, peak)
+    for path, shapes in cal._shape_tables():
+        prec = Precision(path.rsplit(".", 1)[1])
+        _points_within(f"calibration.{path}", shapes, p.peak(prec) or p.vector_peak(prec))
     top = p.memory[0].bandwidth_gbps
     for kind, bw in cal.bandwidth.items():
         for b in bw:
@@ -465,7 +513,7 @@ def _check_calibration(p: HardwareProfile) -> None:
                 )
 
 
-def _points_within(path: str, pts: tuple[ThroughputPoint, ...], peak: float | None) -> None:
+def _points_within(path: str, pts: tuple[ThroughputPoint | ShapePoint, ...], peak: float | None) -> None:
     if peak is None:
         raise ValueError(f"{path}: the profile has no peak for this precision")
     for pt in pts:
@@ -473,26 +521,58 @@ def _points_within(path: str, pts: tuple[ThroughputPoint, ...], peak: float | No
             raise ValueError(f"{path}: achieved {pt.achieved_tflops} TFLOPS exceeds peak {peak}")
 
 
-def numeric_paths(data: Any, prefix: str = "") -> Iterator[str]:
-    """Every path to a number in a plain dict/list tree: ``{"a": [{"b": 1}]}`` -> ``a.0.b``."""
-    if isinstance(data, bool):
-        return
-    if isinstance(data, int | float):
-        yield prefix
-    elif isinstance(data, Mapping):
+def _segment(item: Any, index: int) -> str:
+    """A list item's path segment: its ``name`` (memory levels) or ``kind`` (core groups),
+    so ``sources`` read ``memory.hbm.bandwidth_gbps``; else its index."""
+    if isinstance(item, Mapping):
+        for key in ("name", "kind"):
+            if isinstance(item.get(key), str):
+                return item[key]
+    return str(index)
+
+
+def _walk(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (path, value) in a plain dict/list tree, parents before children."""
+    if prefix:
+        yield prefix, data
+    if isinstance(data, Mapping):
         for k, v in data.items():
-            yield from numeric_paths(v, f"{prefix}.{k}" if prefix else str(k))
+            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(data, list | tuple):
         for i, v in enumerate(data):
-            yield from numeric_paths(v, f"{prefix}.{i}" if prefix else str(i))
+            seg = _segment(v, i)
+            yield from _walk(v, f"{prefix}.{seg}" if prefix else seg)
+
+
+def _stated_numbers(value: Any, prefix: str) -> Iterator[str]:
+    """Paths of the numbers in a model tree, skipping fields left at a schema default
+    (``instances: 1``): those are structure, not claims needing a citation."""
+    if isinstance(value, BaseModel):
+        for field_name, info in type(value).model_fields.items():
+            v = getattr(value, field_name)
+            if field_name == "sources" or v is None or (not info.is_required() and v == info.default):
+                continue
+            yield from _stated_numbers(v, f"{prefix}.{field_name}" if prefix else field_name)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            key = k.value if isinstance(k, StrEnum) else str(k)
+            yield from _stated_numbers(v, f"{prefix}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            seg = next((getattr(v, a) for a in ("name", "kind") if isinstance(getattr(v, a, None), str)), str(i))
+            yield from _stated_numbers(v, f"{prefix}.{seg}")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield prefix
 
 
 def _check_sources(p: HardwareProfile) -> None:
-    data = p.model_dump(mode="json", exclude={"sources"}, exclude_none=True)
-    missing = [path for path in numeric_paths(data) if p.source(path) is None]
+    """Every number other than a schema default (``instances: 1``) needs a citation, and every
+    citation must name a field that exists (so a dumped-and-reloaded profile still validates)."""
+    missing = [path for path in _stated_numbers(p, "") if p.source(path) is None]
     if missing:
         raise ValueError(f"sources: no source for {', '.join(missing)}")
-    valid = set(_all_paths(data))
+    full = p.model_dump(mode="json", exclude={"sources"}, exclude_none=True)
+    valid = {path for path, _ in _walk(full)}
     stale = [k for k in p.sources if k not in valid]
     if stale:
         raise ValueError(f"sources: entries for fields that do not exist: {', '.join(stale)}")
@@ -501,24 +581,13 @@ def _check_sources(p: HardwareProfile) -> None:
             raise ValueError(f"sources.{k}: empty citation")
 
 
-def _all_paths(data: Any, prefix: str = "") -> Iterator[str]:
-    if prefix:
-        yield prefix
-    if isinstance(data, Mapping):
-        for k, v in data.items():
-            yield from _all_paths(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(data, list | tuple):
-        for i, v in enumerate(data):
-            yield from _all_paths(v, f"{prefix}.{i}" if prefix else str(i))
-
-
 EXAMPLE: dict[str, Any] = {
     "name": "toy-cpu",
     "display_name": "Toy CPU",
     "vendor": "Example",
     "device_class": "cpu",
     "clocks": {"base_mhz": 1000, "boost_mhz": 1000},
-    "cpu": {"core_groups": [{"count": 2, "threads_per_core": 1, "simd_width_bits": 256,
+    "cpu": {"core_groups": [{"kind": "performance", "count": 2, "threads_per_core": 1, "simd_width_bits": 256,
                              "fma_units_per_core": 2}]},
     # 2 cores * 32 FLOP/cycle * 1.0 GHz = 64 GFLOPS; rounded up to 0.1 for the example
     "peak_tflops": {"fp32": 0.1},

@@ -44,6 +44,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
         "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "topk", "sort",
         "adaptive_max_pool1d", "adaptive_max_pool3d", "nansum", "aminmax", "count_nonzero",
+        "equal", "_is_all_true", "_is_any_true",
     ),
     OpClass.EMBEDDING: ("embedding", "embedding_bag", "_embedding_bag"),
     OpClass.DATA_MOVEMENT: (
@@ -79,7 +80,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "sym_constrain_range_for_size", "_assert_scalar", "item",
         "_assert_tensor_metadata", "swapaxes", "swapdims", "as_strided_", "unsafe_split",
         "unsafe_chunk", "reshape_as", "alpha_dropout", "feature_alpha_dropout", "device",
-        "sym_storage_offset", "resolve_conj", "resolve_neg",
+        "sym_storage_offset", "resolve_conj", "resolve_neg", "is_nonzero", "is_same_size",
     ),
 }
 

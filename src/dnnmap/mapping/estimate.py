@@ -3,60 +3,27 @@
 Everything here is a frozen record; the numbers are made in ``engine`` (one subgraph) and
 ``schedule`` (the graph). Units are SI: seconds, joules, watts, FLOP/s, bytes/s.
 
->>> Bound("memory").value, Provenance.THEORETICAL.value
-('memory', 'theoretical')
+>>> Bound("memory").value
+'memory'
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
+from dnnmap.hardware.schema import Precision, Provenance
 from dnnmap.ir import OpClass
 
 
-class Bound(str, Enum):
+class Bound(StrEnum):
     """Which term set a subgraph's latency."""
 
     COMPUTE = "compute"
     MEMORY = "memory"
     OVERHEAD = "overhead"  # launch / dispatch cost exceeds both compute and memory time
-
-
-class Provenance(str, Enum):
-    """Where the numbers in the latency terms came from."""
-
-    THEORETICAL = "theoretical"  # datasheet / whitepaper peaks and bandwidths
-    CALIBRATED = "calibrated"  # measured efficiency tables, bandwidths, launch overhead
-
-
-class Precision(str, Enum):
-    """The arithmetic an estimate assumes (``--precision``)."""
-
-    FP32 = "fp32"
-    TF32 = "tf32"  # fp32 storage, tf32 tensor-core math
-    BF16 = "bf16"
-    FP16 = "fp16"
-    INT8 = "int8"
-
-    @property
-    def bytes_per_element(self) -> int:
-        """Storage size of one floating-point element: tf32 is stored as fp32."""
-        return {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}[self.value]
-
-    @classmethod
-    def parse(cls, value: str | Precision) -> Precision:
-        if isinstance(value, Precision):
-            return value
-        try:
-            return cls(value.lower())
-        except ValueError:
-            from dnnmap.errors import DnnmapError
-
-            known = ", ".join(p.value for p in cls)
-            raise DnnmapError(f"unknown precision {value!r}; choose one of {known}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +137,7 @@ class Estimate:
     latency_s: float  # end to end, from the schedule
     energy_j: float  # per inference (the whole batch)
     utilization: float  # time-weighted mean of subgraph utilization over the latency
+    units_busy: float  # time-weighted share of the device's units (SMs, cores ...) allocated
     roofline: Roofline
     naive_latency_s: float  # total FLOPs / peak FLOP/s
     notes: tuple[str, ...] = ()
@@ -241,6 +209,7 @@ class Estimate:
             "latency_s": self.latency_s,
             "throughput_per_s": self.throughput,
             "utilization": self.utilization,
+            "units_busy": self.units_busy,
             "flops_utilization": self.flops_utilization,
             "energy_per_inference_j": self.energy_j,
             "energy_per_sample_j": self.energy_per_sample_j,

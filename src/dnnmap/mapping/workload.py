@@ -7,7 +7,7 @@ keep theirs. FLOP counts do not depend on precision. Re-capturing at another dty
 the same bytes for the models dnnmap ships, at several seconds per capture; rescaling takes
 microseconds and lets ``compare`` share one capture.
 
->>> from dnnmap.mapping.estimate import Precision
+>>> from dnnmap.hardware.schema import Precision
 >>> _scaled(1000, 4, Precision.BF16)   # 1000 fp32 bytes -> 250 elements x 2 bytes
 500
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnnmap.fusion.partition import Parallelism, Partition, Subgraph
+from dnnmap.hardware.schema import Precision
 from dnnmap.ir import Graph, OpClass
-from dnnmap.mapping.estimate import Precision
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,12 @@ class Work:
     internal_bytes: int  # produced and consumed inside (on chip when it fits)
     parallelism: Parallelism
     gemm_like: bool  # a dense GEMM view exists (not depthwise): tensor-core / MXU eligible
+    pointwise: bool = False  # dominant op is a 1x1 convolution
+    # (added for calibrated mapping) the dominant op's ATen name ("max_pool2d"), and how many
+    # ATen calls run the subgraph eagerly: every op of an unfused subgraph (its folded views
+    # included) is dispatched on its own; a fused kernel is one launch
+    op_name: str = ""
+    dispatches: int = 1
 
     @property
     def flops(self) -> int:
@@ -77,7 +83,7 @@ def _ratio(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, stat
     return new / old if old else 1.0
 
 
-def work_of(graph: Graph, sg: Subgraph, precision: Precision) -> Work:
+def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = False) -> Work:
     """Restate ``sg`` at ``precision`` (the partition's byte counts scaled tensor by tensor)."""
     act_read = sg.external_bytes_read - sg.weight_bytes
     r_act = _ratio(graph, sg.inputs, precision, static=False)
@@ -104,9 +110,40 @@ def work_of(graph: Graph, sg: Subgraph, precision: Precision) -> Work:
         internal_bytes=round(sg.internal_bytes * r_int),
         parallelism=p,
         gemm_like=gemm_like,
+        pointwise=sg.op_class is OpClass.CONV and _is_pointwise(graph, sg),
+        op_name=_dominant_name(graph, sg),
+        dispatches=len(sg.op_ids) if eager else 1,
     )
+
+
+def _dominant_name(graph: Graph, sg: Subgraph) -> str:
+    """ATen name (no namespace / overload) of the first op of the subgraph's dominant class."""
+    from dnnmap.ir.classify import inplace_base, op_name
+
+    for oid in sg.op_ids:
+        op = graph.op(oid)
+        if op.op_class is sg.op_class:
+            name = op_name(op.target)
+            return inplace_base(name) or name  # relu_ costs what relu costs
+    return ""
+
+
+def _is_pointwise(graph: Graph, sg: Subgraph) -> bool:
+    """Whether the subgraph's (first) convolution has a 1 x 1 kernel."""
+    for oid in sg.op_ids:
+        try:
+            op = graph.op(oid)
+        except KeyError:
+            continue
+        if op.op_class is not OpClass.CONV:
+            continue
+        w = op.arg("weight") or list(op.inputs[1:2])
+        if w and w[0] in graph.tensors:
+            return all(d == 1 for d in graph.tensors[w[0]].shape[2:])
+    return False
 
 
 def workload(partition: Partition, precision: Precision) -> tuple[Work, ...]:
     """Every subgraph of ``partition`` restated at ``precision``, in partition order."""
-    return tuple(work_of(partition.graph, sg, precision) for sg in partition.subgraphs)
+    eager = partition.strategy.value == "unfused"
+    return tuple(work_of(partition.graph, sg, precision, eager) for sg in partition.subgraphs)

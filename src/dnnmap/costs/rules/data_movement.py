@@ -26,6 +26,7 @@ from __future__ import annotations
 from dnnmap.costs.base import OpCost, RuleContext
 from dnnmap.costs.registry import cost_rule
 from dnnmap.costs.rules._common import first_output, io_cost, required, tensor_arg
+from dnnmap.ir import Role
 from dnnmap.ir.classify import op_name
 
 COPIES = (
@@ -75,12 +76,13 @@ def gather(ctx: RuleContext) -> OpCost:
     src = required(ctx, "self", 0)
     out = first_output(ctx)
     fetched = min(out.numel * src.dtype.itemsize, src.nbytes)
-    src_static = ctx.base(0).is_static
+    base = ctx.base(0)
     others = sum(t.nbytes for t in ctx.inputs[1:])
     return OpCost(
         bytes_read=fetched + others,
         bytes_written=sum(t.nbytes for t in ctx.outputs),
-        weight_bytes=fetched if src_static else 0,
+        weight_bytes=fetched if base.is_static else 0,
+        params=fetched // src.dtype.itemsize if base.role is Role.WEIGHT else 0,
     )
 
 

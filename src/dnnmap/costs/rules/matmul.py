@@ -135,8 +135,9 @@ def linear(ctx: RuleContext) -> OpCost:
 def einsum(ctx: RuleContext) -> OpCost:
     """Operands contracted pairwise left to right, as ``torch.einsum`` does without opt_einsum.
 
-    Each pair is one bmm over the indices it keeps: 2 * prod(sizes of indices of either
-    operand that are not summed out before the product). Indices that appear in only
+    Each pair with a contracted index is one bmm: 2 * prod(sizes of the pair's indices);
+    a pair with none (an outer / batched-outer product) is a broadcast multiply, one vector
+    op per output element, as ATen's ``sumproduct_pair`` does. Indices that appear in only
     one operand and nowhere later are summed first: one add per element (vector work).
     """
     eq = str(ctx.attrs.get("equation", "")).replace(" ", "")
@@ -174,7 +175,11 @@ def _contract(terms: list[str], out: str, sizes: dict[str, int]) -> tuple[int, i
         need = needed_after(i)
         nxt = sum_out(terms[i], need | set(cur))
         labels = dict.fromkeys(cur + nxt)
-        # one bmm: batch (both, kept) x m (cur only) x n (nxt only) x k (both, summed)
-        tensor += 2 * prod([sizes[c] for c in labels])
+        contracted = [c for c in labels if c in cur and c in nxt and c not in need]
+        if contracted:
+            # one bmm: batch (both, kept) x m (cur only) x n (nxt only) x k (contracted)
+            tensor += 2 * prod([sizes[c] for c in labels])
+        else:  # nothing to sum: torch multiplies elementwise (broadcast), one op per element
+            vector += prod([sizes[c] for c in labels])
         cur = "".join(c for c in labels if c in need)
     return tensor, vector

@@ -41,7 +41,7 @@ def _n_in(ctx: RuleContext) -> int:
 
 @cost_rule(
     "sum", "nansum", "prod", "any", "all", "amax", "amin", "argmax", "argmin", "cumsum",
-    "cumprod", "count_nonzero",
+    "cumprod", "count_nonzero", "_is_all_true", "_is_any_true",
 )
 def reduce_one(ctx: RuleContext) -> OpCost:
     return io_cost(ctx, vector_flops=_n_in(ctx))
@@ -51,6 +51,12 @@ def reduce_one(ctx: RuleContext) -> OpCost:
 def max_min(ctx: RuleContext) -> OpCost:
     if len(ctx.inputs) >= 2:  # max.other / min.other: elementwise maximum
         return io_cost(ctx, vector_flops=first_output(ctx).numel)
+    return io_cost(ctx, vector_flops=_n_in(ctx))
+
+
+@cost_rule("equal")
+def equal(ctx: RuleContext) -> OpCost:
+    # torch.equal(a, b): one compare per element of a (returns a Python bool)
     return io_cost(ctx, vector_flops=_n_in(ctx))
 
 

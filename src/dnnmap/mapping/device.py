@@ -1,0 +1,187 @@
+"""A hardware profile resolved for one precision: the numbers the latency engine uses.
+
+This is the one place that decides which figure feeds each term:
+
+- **peaks**: the matrix-engine peak at the requested precision, falling back along a chain
+  when the device lacks it (tf32 -> fp32, int8 -> fp8 -> fp16 -> bf16 -> fp32 ...), with a
+  note saying so. On a GPU, fp32 / fp64 GEMMs run on the CUDA cores (vector peak), never on
+  tensor cores.
+- **memory**: each level's bandwidth in bytes/s (sustained where the profile gives an
+  efficiency), capacity, energy per byte; which levels keep data between kernels.
+- **overhead**: the launch / dispatch cost per kernel.
+- **calibration**: when the profile carries measured tables, the measured launch overhead
+  replaces the datasheet one here, and :mod:`dnnmap.mapping.engine` uses the measured
+  GEMM / conv throughput and bandwidth tables for the same terms.
+
+>>> from dnnmap.hardware.schema import EXAMPLE, HardwareProfile, Precision
+>>> d = Device.of(HardwareProfile.model_validate(EXAMPLE), Precision.BF16)
+>>> d.tensor_precision.value, d.tensor_peak / 1e12, d.notes[0][:34]
+('fp32', 0.1, 'no bf16 peak on toy-cpu: matrix wo')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dnnmap.errors import DnnmapError
+from dnnmap.hardware.schema import (
+    Calibration,
+    DeviceClass,
+    HardwareProfile,
+    MemoryScope,
+    Precision,
+    Provenance,
+)
+
+P = Precision
+_TENSOR_CHAIN: dict[Precision, tuple[Precision, ...]] = {
+    P.FP64: (P.FP64, P.FP32),
+    P.FP32: (P.FP32,),
+    P.TF32: (P.TF32, P.FP32),
+    P.BF16: (P.BF16, P.FP16, P.FP32),
+    P.FP16: (P.FP16, P.BF16, P.FP32),
+    P.FP8: (P.FP8, P.FP16, P.BF16, P.FP32),
+    P.INT8: (P.INT8, P.FP8, P.FP16, P.BF16, P.FP32),
+}
+_VECTOR_CHAIN: dict[Precision, tuple[Precision, ...]] = {
+    P.FP64: (P.FP64, P.FP32),
+    P.FP32: (P.FP32,),
+    P.TF32: (P.FP32,),  # tf32 is a matrix-engine mode; vector work stays fp32
+    P.BF16: (P.BF16, P.FP16, P.FP32),
+    P.FP16: (P.FP16, P.BF16, P.FP32),
+    P.FP8: (P.FP16, P.BF16, P.FP32),
+    P.INT8: (P.INT8, P.FP16, P.BF16, P.FP32),
+}
+# Levels whose contents survive from one kernel to the next, per device class (main memory
+# always does). CPUs keep an op's output in the caches for the next op (the working set
+# decides the level). GPU L2, TPU VMEM and KPU scratchpads are treated as staging for the
+# running kernel only: between kernels the data is in HBM / DRAM. (Conservative: a GPU's L2
+# may still hold a small activation, but for the batch-1 kernels where that would matter the
+# launch overhead dominates, and the assumption keeps throughput monotone in batch.)
+_PERSISTENT_SCOPES: dict[DeviceClass, tuple[MemoryScope, ...]] = {
+    DeviceClass.GPU: (),
+    DeviceClass.CPU: (MemoryScope.CORE, MemoryScope.CHIP),
+    DeviceClass.TPU: (),
+    DeviceClass.KPU: (),
+}
+_GPU_CUDA_CORE_PRECISIONS = (P.FP32, P.FP64)
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One memory level in SI units."""
+
+    index: int  # position in the profile's hierarchy (0 = nearest)
+    name: str
+    scope: MemoryScope
+    instances: int
+    capacity_bytes: int  # per instance
+    bandwidth: float  # bytes/s, aggregate over instances, sustained where known
+    nominal_bandwidth: float  # bytes/s, the datasheet figure
+    pj_per_byte: float
+    persistent: bool  # keeps data between kernels
+
+    def capacity_for(self, units_used: int, units_total: int) -> int:
+        """Bytes this level offers to a kernel running on ``units_used`` of ``units_total`` units."""
+        if self.scope is MemoryScope.CHIP or self.instances == 1:
+            return self.capacity_bytes * self.instances
+        share = max(1, round(self.instances * units_used / units_total))
+        return self.capacity_bytes * min(self.instances, share)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A profile seen at one precision (see the module docstring)."""
+
+    profile: HardwareProfile
+    precision: Precision  # what was asked for (decides bytes per element)
+    tensor_precision: Precision  # whose peak the matrix engine runs at
+    vector_precision: Precision
+    tensor_peak: float  # FLOP/s; on a GPU at fp32 this is the CUDA-core peak
+    vector_peak: float  # FLOP/s
+    uses_tensor_cores: bool  # GPU only: False at fp32 / fp64 or without tensor cores
+    levels: tuple[Level, ...]
+    launch_overhead_s: float
+    pj_per_flop: float
+    idle_w: float
+    tdp_w: float
+    calibration: Calibration | None
+    notes: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def device_class(self) -> DeviceClass:
+        return self.profile.device_class
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance.CALIBRATED if self.calibration is not None else Provenance.THEORETICAL
+
+    @property
+    def dram(self) -> Level:
+        return self.levels[-1]
+
+    @property
+    def peak(self) -> float:
+        """The largest FLOP/s any unit of the device reaches at this precision."""
+        return max(self.tensor_peak, self.vector_peak)
+
+    @classmethod
+    def of(cls, profile: HardwareProfile, precision: Precision | str) -> Device:
+        precision = Precision.parse(precision)
+        notes: list[str] = []
+        t_prec, t_peak = _resolve(profile, precision, _TENSOR_CHAIN, profile.peak_tflops, "matrix", notes)
+        v_prec, v_peak = _resolve(profile, precision, _VECTOR_CHAIN, profile.vector_peak_tflops, "vector", notes)
+        uses_tc = True
+        if profile.gpu is not None:
+            uses_tc = profile.gpu.tensor_cores_per_sm > 0 and t_prec not in _GPU_CUDA_CORE_PRECISIONS
+            if not uses_tc:
+                fp = profile.vector_peak(t_prec) or profile.vector_peak(P.FP32)
+                t_peak = (fp or v_peak / 1e12) * 1e12
+                notes.append(f"{t_prec.value} GEMMs run on CUDA cores ({t_peak / 1e12:.3g} TFLOPS), not tensor cores")
+        energy = next((profile.energy_pj_per_flop[p] for p in _TENSOR_CHAIN[precision] if p in profile.energy_pj_per_flop), None)
+        if energy is None:
+            energy = max(profile.energy_pj_per_flop.values())
+            notes.append(f"no energy per {precision.value} FLOP: using the largest given ({energy} pJ)")
+        cal = profile.calibration
+        launch = (cal.dispatch_us if cal is not None and cal.dispatch_us else profile.kernel_launch_us) * 1e-6
+        return cls(
+            profile=profile, precision=precision, tensor_precision=t_prec, vector_precision=v_prec,
+            tensor_peak=t_peak, vector_peak=v_peak, uses_tensor_cores=uses_tc,
+            levels=_levels(profile), launch_overhead_s=launch, pj_per_flop=energy,
+            idle_w=profile.power.idle_w, tdp_w=profile.power.tdp_w, calibration=cal, notes=tuple(notes),
+        )
+
+
+def _resolve(
+    profile: HardwareProfile,
+    precision: Precision,
+    chains: dict[Precision, tuple[Precision, ...]],
+    table: dict[Precision, float],
+    what: str,
+    notes: list[str],
+) -> tuple[Precision, float]:
+    """First precision of the chain the device has a ``what`` peak for, in FLOP/s."""
+    for p in chains[precision]:
+        if p in table:
+            if p is not precision and what == "matrix":  # vector work at a wider type is normal
+                notes.append(f"no {precision.value} peak on {profile.name}: {what} work runs at the {p.value} peak")
+            return p, table[p] * 1e12
+    known = ", ".join(sorted(x.value for x in table))
+    raise DnnmapError(f"{profile.name} has no {what} peak usable for {precision.value} (it has: {known})")
+
+
+def _levels(profile: HardwareProfile) -> tuple[Level, ...]:
+    keep = _PERSISTENT_SCOPES[profile.device_class]
+    last = len(profile.memory) - 1
+    return tuple(
+        Level(
+            index=i, name=m.name, scope=m.scope, instances=m.instances, capacity_bytes=m.capacity_bytes,
+            bandwidth=m.sustained_gbps * 1e9, nominal_bandwidth=m.bandwidth_gbps * 1e9,
+            pj_per_byte=m.energy_pj_per_byte, persistent=i == last or m.scope in keep,
+        )
+        for i, m in enumerate(profile.memory)
+    )

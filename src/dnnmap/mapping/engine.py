@@ -1,0 +1,264 @@
+"""The latency engine: one subgraph's placement -> compute, memory and overhead time.
+
+Every mapper (gpu, cpu, tpu, kpu) answers the same question — which units does this
+kernel get and how fast do they run it — as a :class:`Placement`. This module turns any
+placement into a :class:`SubgraphEstimate` with the same physically named terms:
+
+- ``compute_s = tensor_flops / tensor_rate + vector_flops / vector_rate`` (the rates are the
+  peaks times the utilization the mapper derived; calibrated: measured GEMM/conv throughput
+  at this size);
+- ``memory_s``: the bytes each memory level serves, at that level's bandwidth (scaled by the
+  share of it the allocated units can draw); bytes from a farther level also pass through
+  every nearer persistent level that serves this kernel, so
+  ``memory_s = max_j (bytes served at j or beyond) / bandwidth_j``; calibrated: bytes over
+  the measured bandwidth at this working-set size;
+- ``overhead_s``: the kernel launch / dispatch cost;
+- combined per the device's overlap policy: ``max(compute, memory) + overhead`` or
+  ``compute + memory + overhead``.
+
+Where the data lives (documented assumptions, steady-state back-to-back inferences):
+activations sit in the smallest persistent level whose capacity (for the units in use)
+holds the kernel's activation bytes, else main memory; weights sit in the smallest
+chip-wide persistent level that holds *all* of the model's weights plus the largest activation
+working set, else main memory. Energy = FLOPs x pJ/FLOP + bytes x pJ/byte of the level that
+served them + idle power x latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dnnmap.hardware.interp import (
+    conv_shape_tflops,
+    conv_tflops,
+    gemm_shape_tflops,
+    gemm_tflops,
+)
+from dnnmap.hardware.schema import ConvKind, MemoryScope, OverlapPolicy
+from dnnmap.ir import OpClass
+from dnnmap.mapping import measured as cal_terms
+from dnnmap.mapping.device import Device, Level
+from dnnmap.mapping.estimate import Bound, MemoryTraffic, SubgraphEstimate
+from dnnmap.mapping.workload import Work
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What a mapper decided for one subgraph."""
+
+    unit: str  # "SM", "core", "MXU", "tile"
+    units_allocated: int
+    units_total: int
+    utilization: float  # (0, 1]: fraction of the peak of the unit doing the main work
+    tensor_rate: float  # FLOP/s at which tensor work runs (0 when there is none)
+    vector_rate: float  # FLOP/s at which vector work runs
+    mem_share: float  # (0, 1]: share of a chip-wide bandwidth these units can draw
+    detail: str  # "132 SMs, 8 waves of 128x128 tiles (97 % quantization)"
+    spill_bytes: int = 0  # extra main-memory traffic the mapping causes (scratchpad spills)
+    workspace_bytes: int = 0  # extra traffic that lives with the activations (split-K partials)
+    factors: Mapping[str, float] = field(default_factory=dict)  # named efficiency factors
+
+
+@dataclass(frozen=True, slots=True)
+class Homes:
+    """Where data lives for a whole partition on one device (see the module docstring)."""
+
+    weights: Level
+
+
+def weights_home(device: Device, works: tuple[Work, ...]) -> Homes:
+    """The smallest persistent level holding every weight plus the largest activation set."""
+    weights = sum(w.weight_bytes for w in works)
+    act = max((w.activation_read_bytes + w.write_bytes for w in works), default=0)
+    for lv in device.levels:
+        if lv.persistent and lv.scope is MemoryScope.CHIP and lv.capacity_bytes >= weights + act:
+            return Homes(weights=lv)
+    return Homes(weights=device.dram)
+
+
+def activation_home(device: Device, work: Work, units: int, total: int) -> Level:
+    need = work.activation_read_bytes + work.write_bytes
+    for lv in device.levels:
+        if lv.persistent and lv.capacity_for(units, total) >= need:
+            return lv
+    return device.dram
+
+
+def workspace_home(device: Device, nbytes: int) -> Level:
+    """Scratch data produced and consumed by one kernel (split-K partials): the nearest
+    chip-wide level that holds it."""
+    for lv in device.levels:
+        if lv.scope is MemoryScope.CHIP and lv.capacity_bytes >= nbytes:
+            return lv
+    return device.dram
+
+
+def _bandwidth(lv: Level, p: Placement) -> float:
+    """The part of a level's bandwidth this kernel can draw: per-unit levels scale with the
+    units in use; chip-wide levels with the mapper's ``mem_share``."""
+    if lv.instances > 1:
+        return lv.bandwidth * min(1.0, p.units_allocated / p.units_total)
+    return lv.bandwidth * p.mem_share
+
+
+def _traffic(work: Work, p: Placement, device: Device, homes: Homes) -> tuple[MemoryTraffic, ...]:
+    """Bytes per serving level and the time each level needs (nearer levels also pass the
+    bytes of farther ones)."""
+    act = activation_home(device, work, p.units_allocated, p.units_total)
+    served: dict[int, int] = {}
+    for lv, nbytes in (
+        (act, work.activation_read_bytes + work.write_bytes),
+        (workspace_home(device, p.workspace_bytes), p.workspace_bytes),
+        (homes.weights, work.weight_bytes),
+        (device.dram, p.spill_bytes),
+    ):
+        if nbytes:
+            served[lv.index] = served.get(lv.index, 0) + nbytes
+    out = []
+    for j in sorted(served):
+        lv = device.levels[j]
+        passing = sum(b for i, b in served.items() if i >= j)
+        bw = _bandwidth(lv, p)
+        out.append(MemoryTraffic(lv.name, served[j], bw, passing / bw))
+    return tuple(out)
+
+
+def _measured_traffic(work: Work, p: Placement, device: Device) -> tuple[MemoryTraffic, ...] | None:
+    """Calibrated: all bytes at the measured streaming bandwidth for this working set, capped
+    by the level that holds it (see :func:`dnnmap.mapping.measured.streaming_bandwidth`)."""
+    if device.calibration is None or not device.calibration.bandwidth:
+        return None
+    nbytes = work.external_bytes + p.spill_bytes + p.workspace_bytes
+    if nbytes == 0:
+        return ()
+    found = cal_terms.streaming_bandwidth(nbytes, device)
+    if found is None:
+        return None
+    level, bw = found
+    return (MemoryTraffic(level, nbytes, bw, nbytes / bw),)
+
+
+def _vector_seconds(work: Work, p: Placement, device: Device) -> tuple[float, bool]:
+    """(seconds of vector work, whether measured data gave it): the op kind's measured rate,
+    else transcendentals at their measured rate and the rest at the placement's vector rate."""
+    if not work.vector_flops:
+        return 0.0, False
+    share = p.vector_rate / device.vector_peak if device.vector_peak else 1.0
+    rate = cal_terms.vector_rate(work, device, share)
+    if rate is not None:
+        return work.vector_flops / rate, True
+    trans = cal_terms.transcendental_s(work, device, share)
+    if trans is not None:
+        return (work.vector_flops - work.transcendentals) / p.vector_rate + trans, True
+    return work.vector_flops / p.vector_rate, False
+
+
+def _measured_tensor_rate(work: Work, device: Device) -> float | None:
+    """Measured GEMM / conv FLOP/s at this subgraph's shape (or size) on calibrated profiles.
+
+    Shape-keyed tables (m, n, k) are preferred; FLOP-keyed ones are the fallback. Depthwise
+    convs use the depthwise table (m = N*Ho*Wo, n = channels, k = kh*kw).
+    """
+    cal = device.calibration
+    if cal is None or work.tensor_flops == 0:
+        return None
+    p, prec, flops = work.parallelism, device.tensor_precision, work.tensor_flops
+    if work.op_class is OpClass.CONV and p.depthwise:
+        tf = conv_shape_tflops(cal, ConvKind.DEPTHWISE, prec, p.gemm_m, p.gemm_batch, p.gemm_k)
+        tf = tf if tf is not None else conv_tflops(cal, ConvKind.DEPTHWISE, prec, flops)
+        return None if tf is None else min(tf * 1e12, device.peak)
+    if not work.gemm_like:
+        return None
+    if work.op_class is OpClass.CONV:
+        kind = ConvKind.POINTWISE if work.pointwise else ConvKind.DENSE
+        tf = conv_shape_tflops(cal, kind, prec, p.gemm_m, p.gemm_n * p.gemm_batch, p.gemm_k)
+        tf = tf if tf is not None else conv_tflops(cal, kind, prec, flops)
+    else:
+        tf = gemm_shape_tflops(cal, prec, p.gemm_m * p.gemm_batch, p.gemm_n, p.gemm_k)
+        tf = tf if tf is not None else gemm_tflops(cal, prec, flops)
+    return None if tf is None else min(tf * 1e12, device.tensor_peak)
+
+
+def _combine(device: Device, compute: float, memory: float, overhead: float) -> float:
+    if device.profile.overlap is OverlapPolicy.SERIAL:
+        return compute + memory + overhead
+    return max(compute, memory) + overhead
+
+
+def _bound(compute: float, memory: float, overhead: float) -> Bound:
+    if overhead >= max(compute, memory):
+        return Bound.OVERHEAD
+    return Bound.COMPUTE if compute >= memory else Bound.MEMORY
+
+
+def estimate(work: Work, p: Placement, device: Device, homes: Homes) -> SubgraphEstimate:
+    """Apply the engine's terms to one placed subgraph."""
+    tensor_rate, utilization, calibrated = p.tensor_rate, p.utilization, False
+    measured = _measured_tensor_rate(work, device)
+    if measured is not None:
+        ceiling = device.tensor_peak if work.gemm_like else device.peak
+        tensor_rate, utilization, calibrated = measured, measured / ceiling, True
+    vector_s, vector_measured = _vector_seconds(work, p, device)
+    calibrated = calibrated or vector_measured
+    compute = (work.tensor_flops / tensor_rate if work.tensor_flops else 0.0) + vector_s
+    traffic = _measured_traffic(work, p, device)
+    calibrated = calibrated or traffic is not None
+    if traffic is None:
+        traffic = _traffic(work, p, device, homes)
+    memory = max((t.seconds for t in traffic), default=0.0)
+    dispatch = cal_terms.dispatch_s(work, device)  # calibrated: per-call cost of each eager call
+    overhead = dispatch if dispatch is not None else device.launch_overhead_s
+    latency = _combine(device, compute, memory, overhead)
+    bound = _bound(compute, memory, overhead)
+    moved = sum(t.bytes for t in traffic)
+    dyn = work.flops * device.pj_per_flop * 1e-12 + _byte_energy(traffic, device)
+    static = device.idle_w * latency
+    nominal = {lv.name: lv.nominal_bandwidth for lv in device.levels}
+    fastest = device.levels[0].nominal_bandwidth
+    lower = max(
+        work.flops / device.peak,
+        max((t.bytes / nominal.get(t.level, fastest) for t in traffic), default=0.0),
+    )
+    ridge = device.tensor_peak / device.dram.nominal_bandwidth
+    intensity = work.flops / work.external_bytes if work.external_bytes else float("inf")
+    rate = work.flops / compute if compute else 0.0
+    return SubgraphEstimate(
+        subgraph_id=work.subgraph_id, name=work.name, op_class=work.op_class, unit=p.unit,
+        units_allocated=p.units_allocated, units_total=p.units_total, utilization=utilization,
+        effective_flops=rate, flops=work.flops, tensor_flops=work.tensor_flops,
+        vector_flops=work.vector_flops, bytes=moved, traffic=traffic, compute_s=compute,
+        memory_s=memory, overhead_s=overhead, latency_s=latency, bound=bound,
+        energy_j=dyn + static, dynamic_energy_j=dyn, static_energy_j=static,
+        roofline_lower_bound_s=lower,
+        roofline_bound=Bound.COMPUTE if intensity >= ridge else Bound.MEMORY,
+        explanation=_explain(p, bound, traffic, rate, device, calibrated),
+    )
+
+
+def _byte_energy(traffic: tuple[MemoryTraffic, ...], device: Device) -> float:
+    pj = {lv.name: lv.pj_per_byte for lv in device.levels}
+    dram = device.dram.pj_per_byte
+    return sum(t.bytes * pj.get(t.level, dram) for t in traffic) * 1e-12
+
+
+def _explain(
+    p: Placement, bound: Bound, traffic: tuple[MemoryTraffic, ...], rate: float, device: Device, calibrated: bool
+) -> str:
+    """One line: the mapping, then why the latency is what it is."""
+    if bound is Bound.MEMORY:
+        worst = max(traffic, key=lambda t: t.seconds)
+        why = f"memory-bound: {si(worst.bytes, 'B')} from {worst.level} at {si(worst.bandwidth, 'B/s')}"
+    elif bound is Bound.COMPUTE:
+        why = f"compute-bound at {si(rate, 'FLOP/s')} ({rate / device.peak:.0%} of peak)"
+    else:
+        why = f"overhead-bound: {device.launch_overhead_s * 1e6:.3g} us launch exceeds the work"
+    return f"{p.detail}; {why}" + (" [calibrated]" if calibrated else "")
+
+
+def si(value: float, unit: str) -> str:
+    """``si(3.35e12, "B/s") == '3.35 TB/s'`` (decimal prefixes, as datasheets quote them)."""
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"

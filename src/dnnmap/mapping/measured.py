@@ -1,0 +1,108 @@
+"""The calibrated terms: what a profile's measured tables say about one subgraph.
+
+Used by :mod:`dnnmap.mapping.engine` when the profile has a ``calibration`` section (written
+by ``dnnmap calibrate``). Each function returns ``None`` when the table it needs is absent, so
+the engine falls back to the theoretical term. No function here sees a model or layer name:
+lookups are by GEMM shape, conv kind, working-set size and ATen op kind only.
+
+(GEMM / conv throughput at the subgraph's (m, n, k) shape is looked up by the engine's
+``_measured_tensor_rate``.)
+
+- :func:`streaming_bandwidth`: the measured copy-sweep bandwidth at the working set, capped by
+  the level that holds it.
+- :func:`dispatch_s`: the fixed cost of each eagerly dispatched call: the measured tiny-op
+  latency of the dominant op's kind, plus one view dispatch per view op folded into the
+  subgraph (eager PyTorch runs views as calls of their own; a compiled kernel does not).
+- :func:`vector_rate`: FLOP/s of the dominant op kind's vector work (max-pool compares,
+  batch-norm, GELU ...) measured by the op-kind microbenchmark, scaled by the placement's
+  thread share.
+- :func:`transcendental_s`: exp / tanh / erf evaluations at their measured rate.
+
+>>> from dnnmap.mapping.measured import dispatch_key
+>>> dispatch_key("layer_norm", "normalization"), dispatch_key("conv2d", "conv")
+('layer_norm', 'conv')
+"""
+
+from __future__ import annotations
+
+from dnnmap.hardware.schema import Calibration
+from dnnmap.ir import OpClass
+from dnnmap.mapping.device import Device
+from dnnmap.mapping.workload import Work
+
+_DISPATCH_BY_CLASS = {
+    OpClass.CONV: "conv",
+    OpClass.MATMUL: "matmul",
+    OpClass.ATTENTION: "matmul",
+    OpClass.NORMALIZATION: "normalization",
+    OpClass.SOFTMAX: "softmax",
+    OpClass.REDUCTION: "reduction",
+    OpClass.VIEW: "view",
+}
+# the function an op's transcendentals evaluate (by ATen op kind); others use exp
+_TRANSCENDENTAL_OF = {"tanh": "tanh", "gelu": "erf", "erf": "erf", "erfc": "erf"}
+
+
+def dispatch_key(op_name: str, op_class: str) -> str:
+    """Which measured tiny-op latency stands for this op: its own kind when measured
+    (``layer_norm``), else its class (``conv``), else a plain elementwise call."""
+    if op_name == "layer_norm":
+        return "layer_norm"
+    try:
+        return _DISPATCH_BY_CLASS.get(OpClass(op_class), "elementwise")
+    except ValueError:
+        return "elementwise"
+
+
+def _scalar(cal: Calibration, key: str) -> float | None:
+    v = cal.scalars.get(key)
+    return v if v is not None and v > 0 else None
+
+
+def dispatch_s(work: Work, device: Device) -> float | None:
+    """Seconds of fixed per-call cost for the subgraph's eager calls (None: uncalibrated)."""
+    cal = device.calibration
+    if cal is None:
+        return None
+    main = _scalar(cal, f"dispatch_{dispatch_key(work.op_name, work.op_class.value)}_us")
+    if main is None:
+        return None
+    views = max(0, work.dispatches - 1)
+    view_us = _scalar(cal, "dispatch_view_us") or 0.0
+    return (main + views * view_us) * 1e-6
+
+
+def vector_rate(work: Work, device: Device, thread_share: float) -> float | None:
+    """Measured FLOP/s of this op kind's vector work (``op_<name>_flops_per_s``), scaled by
+    the share of the threads the placement uses (the microbenchmark used all of them)."""
+    cal = device.calibration
+    if cal is None or not work.op_name:
+        return None
+    rate = _scalar(cal, f"op_{work.op_name}_flops_per_s")
+    return None if rate is None else min(rate * max(thread_share, 1e-3), device.vector_peak)
+
+
+def transcendental_s(work: Work, device: Device, thread_share: float) -> float | None:
+    """Seconds for the subgraph's transcendental evaluations at the measured rate of the
+    function its op evaluates (tanh, erf, else exp), scaled by the thread share."""
+    cal = device.calibration
+    if cal is None or work.transcendentals == 0:
+        return None
+    fn = _TRANSCENDENTAL_OF.get(work.op_name, "exp")
+    rate = _scalar(cal, f"{fn}_per_s") or _scalar(cal, "exp_per_s")
+    return None if rate is None else work.transcendentals / (rate * max(thread_share, 1e-3))
+
+
+def streaming_bandwidth(nbytes: int, device: Device) -> tuple[str, float] | None:
+    """(level, bytes/s) for a kernel streaming ``nbytes``: the measured copy-sweep bandwidth at
+    that working set, capped by the bandwidth of the smallest level that holds it (no sweep
+    point between two sizes may beat the level serving the data)."""
+    from dnnmap.hardware.interp import bandwidth_at
+    from dnnmap.hardware.schema import BandwidthKind
+
+    cal = device.calibration
+    if cal is None or not cal.bandwidth or nbytes <= 0:
+        return None
+    pts = cal.bandwidth.get(BandwidthKind.COPY) or next(iter(cal.bandwidth.values()))
+    level = next((lv for lv in device.levels if lv.capacity_bytes * lv.instances >= nbytes), device.dram)
+    return level.name, min(bandwidth_at(pts, nbytes) * 1e9, level.bandwidth)

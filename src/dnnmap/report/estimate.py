@@ -1,0 +1,134 @@
+"""Tables for ``dnnmap analyze`` (per-subgraph table + summary) and ``dnnmap compare``.
+
+Thin: every number comes from :class:`dnnmap.mapping.Estimate` / ``Comparison``; this module
+only formats. ``render_*`` return rich renderables; ``*_to_dict`` / ``*_dataframe`` give
+JSON / CSV-ready views.
+
+>>> from dnnmap.fusion import partition
+>>> from dnnmap.fusion.toy import residual_block
+>>> from dnnmap.mapping import map_partition
+>>> est = map_partition(partition(residual_block()), "h100-sxm5")
+>>> [type(r).__name__ for r in render_analyze(est)]
+['Table', 'Table']
+>>> estimate_dataframe(est).shape[0] == len(est.subgraphs)
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from dnnmap.mapping import Bound, Comparison, Estimate
+from dnnmap.report.units import percent, seconds, si
+
+def joules(value: float) -> str:
+    """``joules(0.000595) == '595 uJ'`` (units.si has no sub-unit prefixes)."""
+    for scale, unit in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return "0 J"
+
+
+_BOUND_STYLE = {Bound.COMPUTE: "green", Bound.MEMORY: "yellow", Bound.OVERHEAD: "red"}
+
+
+def estimate_to_dict(est: Estimate) -> dict[str, Any]:
+    """JSON-ready: summary, notes, one record per subgraph (with its schedule slot)."""
+    return est.to_dict()
+
+
+def estimate_dataframe(est: Estimate) -> pd.DataFrame:
+    """One row per subgraph (the CSV of ``dnnmap analyze``)."""
+    return est.to_dataframe()
+
+
+def comparison_to_dict(cmp: Comparison) -> dict[str, Any]:
+    return cmp.to_dict()
+
+
+def comparison_dataframe(cmp: Comparison) -> pd.DataFrame:
+    """One row per device (the CSV of ``dnnmap compare``)."""
+    return cmp.to_dataframe()
+
+
+def _summary_rows(est: Estimate) -> list[tuple[str, str]]:
+    share = est.bound_share()
+    rf = est.roofline
+    rows = [
+        ("device", f"{est.device} ({est.device_class})"),
+        ("precision / batch / fusion", f"{est.precision.value} / {est.batch} / {est.strategy}"),
+        ("figures", f"{est.provenance.value}" + (f", weights in {est.meta['weights_in']}" if est.meta.get("weights_in") else "")),
+        ("kernels (subgraphs)", f"{len(est.subgraphs)}" + (f" on {est.streams} streams" if est.streams > 1 else "")),
+        ("latency", seconds(est.latency_s)),
+        ("throughput", f"{est.throughput:,.1f} inferences/s"),
+        ("utilization (time-weighted)", percent(est.utilization)),
+        ("units busy (time-weighted)", percent(est.units_busy)),
+        ("achieved / peak FLOP/s", percent(est.flops_utilization, 2)),
+        ("energy per inference", f"{joules(est.energy_j)} ({joules(est.energy_per_sample_j)} per sample)"),
+        ("average power", f"{est.average_power_w:,.1f} W"),
+        ("time by bound", ", ".join(f"{b.value} {percent(share[b], 0)}" for b in Bound)),
+        ("roofline", f"peak {si(rf.peak_flops, 'FLOP/s')}, {rf.memory_level} {si(rf.bandwidth, 'B/s')}, ridge {rf.ridge_point:.1f} FLOP/B"),
+        ("naive FLOPs / peak", f"{seconds(est.naive_latency_s)}  (mapped latency is {est.naive_error:,.1f}x longer)"),
+    ]
+    rows += [("note", n) for n in est.notes]
+    return rows
+
+
+def render_summary(est: Estimate) -> Any:
+    from rich.table import Table
+
+    tbl = Table(title=f"{est.model} on {est.device} — summary", show_header=False, box=None)
+    tbl.add_column(style="bold")
+    tbl.add_column()
+    for label, value in _summary_rows(est):
+        tbl.add_row(label, value)
+    return tbl
+
+
+def render_subgraphs(est: Estimate, top: int | None = None) -> Any:
+    """Per-subgraph table in schedule order; ``top`` keeps the N slowest (order preserved)."""
+    from rich.table import Table
+
+    subs = list(est.subgraphs)
+    title = f"per subgraph ({len(subs)} kernels)"
+    if top is not None and top < len(subs):
+        keep = {s.subgraph_id for s in sorted(subs, key=lambda s: -s.latency_s)[:top]}
+        subs = [s for s in subs if s.subgraph_id in keep]
+        title += f", the {top} slowest"
+    tbl = Table(title=title)
+    for col in ("#", "subgraph", "units", "util", "compute", "memory", "overhead", "latency", "bound", "energy", "why"):
+        tbl.add_column(col, justify="left" if col in ("subgraph", "why", "bound") else "right")
+    for s in subs:
+        tbl.add_row(
+            str(s.subgraph_id), s.name, f"{s.units_allocated}/{s.units_total} {s.unit}", percent(s.utilization, 0),
+            seconds(s.compute_s), seconds(s.memory_s), seconds(s.overhead_s), seconds(s.latency_s),
+            f"[{_BOUND_STYLE[s.bound]}]{s.bound.value}[/]", joules(s.energy_j), s.explanation,
+        )
+    return tbl
+
+
+def render_analyze(est: Estimate, top: int | None = None) -> list[Any]:
+    """``dnnmap analyze``: the per-subgraph table, then the summary."""
+    return [render_subgraphs(est, top), render_summary(est)]
+
+
+def render_compare(cmp: Comparison) -> Any:
+    """``dnnmap compare``: one row per device, side by side."""
+    from rich.table import Table
+
+    first = cmp.estimates[0]
+    tbl = Table(title=f"{first.model}: batch {first.batch}, {first.precision.value}, {first.strategy} fusion")
+    cols = ("device", "class", "latency", "throughput /s", "utilization", "units busy", "energy / inf.",
+            "avg power", "bound", "naive error", f"speed-up vs {cmp.baseline}", "figures")
+    for c in cols:
+        tbl.add_column(c, justify="left" if c in ("device", "class", "bound", "figures") else "right")
+    for e in cmp.estimates:
+        tbl.add_row(
+            e.device, e.device_class, seconds(e.latency_s), f"{e.throughput:,.1f}", percent(e.utilization),
+            percent(e.units_busy), joules(e.energy_j), f"{e.average_power_w:,.1f} W",
+            f"[{_BOUND_STYLE[e.bound]}]{e.bound.value}[/]", f"{e.naive_error:,.1f}x",
+            f"{cmp.speedup(e.device):,.2f}x", e.provenance.value,
+        )
+    return tbl

@@ -1,0 +1,119 @@
+"""Every shipped profile loads, is dense, and agrees with its own organization."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnnmap.hardware import (
+    SHIPPED_DIR,
+    CpuCompute,
+    GpuCompute,
+    KpuCompute,
+    Precision,
+    TpuCompute,
+    load_file,
+    load_profile,
+    profile_names,
+)
+
+SHIPPED = sorted(SHIPPED_DIR.glob("*.yaml"))
+REQUIRED = {
+    "i7-12700k", "ryzen7-7700x", "h100-pcie", "h100-sxm5", "a100-sxm4-80gb", "l4",
+    "jetson-agx-orin", "tpu-v4", "tpu-v5e", "kpu-t2", "kpu-t100", "cloud-x86-2c",
+}
+
+
+def test_required_devices_are_shipped() -> None:
+    assert REQUIRED <= set(profile_names())
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_profile_loads_and_is_named_after_its_file(path) -> None:
+    p = load_file(path)
+    assert p.name == path.stem
+    assert p.provenance.value == "theoretical"
+    assert p.dram.scope.value == "chip"
+
+
+# Dense, not with-sparsity: the datasheets print 2:4-sparse tensor figures; dense is half.
+@pytest.mark.parametrize(
+    ("name", "precision", "dense"),
+    [
+        ("h100-sxm5", Precision.BF16, 989.4),  # Hopper whitepaper dense; datasheet "1,979*"
+        ("h100-sxm5", Precision.FP8, 3957.8 / 2),
+        ("h100-pcie", Precision.BF16, 1513 / 2),  # datasheet "1,513*"
+        ("h100-pcie", Precision.TF32, 756 / 2),
+        ("a100-sxm4-80gb", Precision.BF16, 624 / 2),  # datasheet "312 | 624*"
+        ("l4", Precision.BF16, 242 / 2),  # datasheet "242*"
+        ("l4", Precision.INT8, 485 / 2),
+        ("jetson-agx-orin", Precision.INT8, 170 / 2),  # GPU "170 sparse INT8 TOPS"
+    ],
+)
+def test_peaks_are_dense(name: str, precision: Precision, dense: float) -> None:
+    assert load_profile(name).peak(precision) == pytest.approx(dense, rel=1e-3)
+
+
+def test_h100_sxm5_bf16_is_the_dense_datasheet_figure() -> None:
+    assert load_profile("h100-sxm5").peak_tflops[Precision.BF16] == 989.4
+
+
+def _organization_fp32_tflops(p) -> float:
+    """Peak rebuilt from the compute organization and clocks (TFLOPS)."""
+    c = p.compute
+    if isinstance(c, GpuCompute):  # SMs * FP32 lanes * 2 FLOP per FMA * boost
+        return c.sms * c.fp32_lanes_per_sm * 2 * p.clocks.boost_mhz * 1e6 / 1e12
+    if isinstance(c, CpuCompute):  # per group: cores * lanes * FMA pipes * 2 * its boost
+        return sum(g.count * g.fp32_flops_per_cycle() * (g.boost_mhz or p.clocks.boost_mhz) * 1e6
+                   for g in c.core_groups) / 1e12
+    raise TypeError(type(c))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_peak_matches_organization(path) -> None:
+    p = load_file(path)
+    c = p.compute
+    if isinstance(c, GpuCompute | CpuCompute):
+        assert p.vector_peak(Precision.FP32) == pytest.approx(_organization_fp32_tflops(p), rel=0.02)
+    elif isinstance(c, TpuCompute):  # MXUs * rows * cols MACs * 2 FLOP * clock
+        rebuilt = c.mxus * c.mxu_rows * c.mxu_cols * 2 * p.clocks.boost_mhz * 1e6 / 1e12
+        assert p.peak(Precision.BF16) == pytest.approx(rebuilt, rel=0.02)
+    elif isinstance(c, KpuCompute):  # PEs * 2 op per MAC * clock = the largest matrix peak
+        rebuilt = c.pes * 2 * p.clocks.boost_mhz * 1e6 / 1e12
+        assert max(p.peak_tflops.values()) == pytest.approx(rebuilt, rel=0.01)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_energy_at_peak_fits_in_power_budget(path) -> None:
+    """(tdp - idle) / peak is the stated estimate; where a profile cites another figure (the
+    KPUs' seed-summary 0.1 J/GFLOP) the check does not apply and the source says so."""
+    p = load_file(path)
+    src = p.source("energy_pj_per_flop") or ""
+    if src.startswith("seed summary"):
+        assert "0.1" in src and all(v == 100 for v in p.energy_pj_per_flop.values())
+        return
+    dynamic_w = p.power.tdp_w - p.power.idle_w
+    for prec, pj in p.energy_pj_per_flop.items():
+        peak = p.peak(prec) or p.vector_peak(prec)
+        # pJ/FLOP * TFLOPS = W
+        assert pj * peak == pytest.approx(dynamic_w, rel=0.02), prec
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_energy_and_peaks_cover_the_same_precisions(path) -> None:
+    p = load_file(path)
+    assert set(p.energy_pj_per_flop) == set(p.peak_tflops)
+    # the vector units never beat the matrix engine at a precision both have
+    for prec, v in p.vector_peak_tflops.items():
+        if prec in p.peak_tflops:
+            assert v <= p.peak_tflops[prec]
+
+
+def test_kpu_reference_figures_cite_the_seed_summary() -> None:
+    t2, t100 = load_profile("kpu-t2"), load_profile("kpu-t100")
+    assert t2.peak(Precision.INT8) == 2 and t2.dram.bandwidth_gbps == 165
+    assert t100.peak(Precision.BF16) == 100 and t100.dram.bandwidth_gbps == 1000
+    for p in (t2, t100):
+        assert p.kpu.scratchpad_per_tile_bytes == 256 * 1024
+        for path in ("kpu.scratchpad_per_tile_bytes", "energy_pj_per_flop",
+                     f"memory.{p.dram.name}.bandwidth_gbps"):
+            assert "shared/seed/000_4f1cabf001b236be.md" in p.source(path)
