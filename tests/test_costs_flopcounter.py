@@ -55,6 +55,8 @@ CASES: list[tuple[str, str, list[tuple[str, torch.Tensor]], dict[str, Any]]] = [
     ("einsum-attn", "aten.einsum.default", [("operands", r(2, 3, 5, 4)), ("operands", r(2, 3, 6, 4))], {"equation": "bhqd,bhkd->bhqk"}),
     ("einsum-sumout", "aten.einsum.default", [("operands", r(3, 4)), ("operands", r(4, 5))], {"equation": "ij,jk->i"}),
     ("einsum-3ops", "aten.einsum.default", [("operands", r(3, 4)), ("operands", r(4, 5)), ("operands", r(5, 2))], {"equation": "ij,jk,kl->il"}),
+    ("einsum-ellipsis", "aten.einsum.default", [("operands", r(2, 3, 4, 5)), ("operands", r(5, 6))], {"equation": "...ij,jk->...ik"}),
+    ("einsum-implicit", "aten.einsum.default", [("operands", r(3, 4)), ("operands", r(4, 5))], {"equation": "ij,jk"}),
     ("einsum-batch-contract", "aten.einsum.default", [("operands", r(2, 3, 4)), ("operands", r(2, 4))], {"equation": "bik,bk->bi"}),
 ]
 

@@ -84,18 +84,18 @@ def test_peak_matches_organization(path) -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_energy_at_peak_fits_in_power_budget(path) -> None:
-    """(tdp - idle) / peak is the stated estimate; where a profile cites another figure (the
-    KPUs' seed-summary 0.1 J/GFLOP) the check does not apply and the source says so."""
+    """Energy per op x peak rate must fit in the dynamic power budget (tdp - idle). This also
+    holds for the KPUs, whose seed figure '0.1 J/GFLOP' is read as 0.1 pJ/op (the literal
+    100 pJ/op would need 200 W at peak on the 10 W KPU-T2)."""
     p = load_file(path)
-    src = p.source("energy_pj_per_flop") or ""
-    if src.startswith("seed summary"):
-        assert "0.1" in src and all(v == 100 for v in p.energy_pj_per_flop.values())
-        return
     dynamic_w = p.power.tdp_w - p.power.idle_w
     for prec, pj in p.energy_pj_per_flop.items():
         peak = p.peak(prec) or p.vector_peak(prec)
         # pJ/FLOP * TFLOPS = W
-        assert pj * peak == pytest.approx(dynamic_w, rel=0.02), prec
+        if (p.source("energy_pj_per_flop") or "").startswith("seed summary"):
+            assert pj * peak <= dynamic_w, prec  # a cited figure: it must fit, not define, the budget
+        else:  # the estimate is defined as (tdp - idle) / peak
+            assert pj * peak == pytest.approx(dynamic_w, rel=0.02), prec
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)

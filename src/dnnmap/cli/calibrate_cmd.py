@@ -12,6 +12,7 @@ from dnnmap.cli.common import (
     CsvOpt,
     ForceOpt,
     HardwareDirOpt,
+    InputShapeOpt,
     JsonOpt,
     console,
     err_console,
@@ -70,6 +71,7 @@ def validate(
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16")] = "fp32",
     seq_len: Annotated[int | None, typer.Option("--seq-len", min=1, help="Sequence length (language models)")] = None,
+    input_shape: InputShapeOpt = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="At least this many timed runs per case")] = 5,
     min_seconds: Annotated[float, typer.Option("--min-seconds", min=0.0, help="And at least this much timed time")] = 1.0,
     hardware_dir: HardwareDirOpt = None,
@@ -91,7 +93,8 @@ def validate(
     settings = RunSettings(min_runs=runs, min_seconds=min_seconds)
     with rich_progress("validating") as progress:
         report = api_validate(models, hardware, batches, device=device, precision=precision, seq_len=seq_len,
-                              settings=settings, progress=progress, hardware_dirs=tuple(hardware_dir or ()))
+                              input_shape=input_shape, settings=settings, progress=progress,
+                              hardware_dirs=tuple(hardware_dir or ()))
     if json_out is not None:
         write_json(json_out, report.to_dict(), force)
     if csv_out is not None:

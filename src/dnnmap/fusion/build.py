@@ -47,7 +47,7 @@ def short_name(op: Op, g: Graph, index: GraphIndex) -> str:
 
 def group_module(paths: list[str], anchor: str) -> str:
     """The module a group belongs to: the longest prefix of ``anchor`` (the dominant op's
-    module) shared by more than half of ``paths`` (else ``anchor`` itself). An MLP-down GEMM
+    module) shared by more than half of the distinct ``paths`` (else ``anchor`` itself). An MLP-down GEMM
     whose epilogue reaches into the next layer's norm stays named after its own layer.
 
     >>> group_module(["layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu"], "layer1.0.conv1")
@@ -55,7 +55,7 @@ def group_module(paths: list[str], anchor: str) -> str:
     >>> group_module(["conv1", "bn1", "relu"], "conv1")
     'conv1'
     """
-    paths = [p for p in paths if p]
+    paths = list(dict.fromkeys(p for p in paths if p))  # distinct modules: a decomposed norm is one
     if not paths:
         return ""
     parts = anchor.split(".") if anchor else paths[0].split(".")

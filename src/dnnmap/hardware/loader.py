@@ -48,11 +48,14 @@ def search_dirs(extra_dirs: Iterable[str | os.PathLike[str]] = ()) -> list[Path]
     return out
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed
+
+
+class _UniqueKeyLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     """SafeLoader that rejects a key given twice in one mapping (YAML would keep the last)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -65,6 +68,11 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@lru_cache(maxsize=256)
+def _read_yaml_cached(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
+    return _read_yaml(path)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -94,7 +102,7 @@ def _explain(path: Path, err: ValidationError) -> HardwareProfileError:
 
 @lru_cache(maxsize=256)
 def _load_cached(path: Path, mtime_ns: int, size: int) -> HardwareProfile:
-    data = _read_yaml(path)
+    data = _read_yaml_cached(path, mtime_ns, size)
     try:
         return HardwareProfile.model_validate(data)
     except ValidationError as e:
@@ -111,9 +119,8 @@ def load_file(path: str | os.PathLike[str]) -> HardwareProfile:
     return _load_cached(p.resolve(), st.st_mtime_ns, st.st_size)
 
 
-@lru_cache(maxsize=1024)
 def _name_in(path: Path, mtime_ns: int, size: int) -> str:
-    name = _read_yaml(path).get("name")
+    name = _read_yaml_cached(path, mtime_ns, size).get("name")
     if not isinstance(name, str) or not name:
         raise HardwareProfileError(f"{path}: name: missing (every profile needs a string `name`)")
     return name

@@ -148,3 +148,30 @@ def breakdown_markdown(c: ValidationCase, top: int = 6) -> str:
         lines += ["", "Longest predicted kernels: " + "; ".join(
             f"`{w.name}` {seconds(w.predicted_s)} ({w.bound})" for w in c.worst[:3])]
     return "\n".join(lines) + "\n"
+
+
+# -- calibration summary ------------------------------------------------------------------
+def render_calibration(profile: Any) -> list[Any]:
+    """What ``dnnmap calibrate`` measured: peaks, level bandwidths, dispatch and op-kind costs."""
+    from dnnmap.report.units import si
+
+    cal = profile.calibration
+    head = Table(title=f"{profile.name}: measured on {cal.meta.machine} ({cal.meta.threads} threads), {cal.meta.date}")
+    for col in ("figure", "value"):
+        head.add_column(col, justify="left" if col == "figure" else "right")
+    for prec, tf in profile.peak_tflops.items():
+        head.add_row(f"peak {prec.value} (best GEMM / conv)", si(tf * 1e12, "FLOP/s"))
+    for m in profile.memory:
+        head.add_row(f"{m.name} ({si(m.capacity_bytes * m.instances, 'B')})", si(m.bandwidth_gbps * 1e9, "B/s"))
+    for tp in cal.thread_scaling:
+        head.add_row(f"GEMM speed-up on {tp.threads} threads", f"{tp.speedup:.2f}x")
+    ops = Table(title="per-call dispatch and op-kind rates")
+    for col in ("kind", "value"):
+        ops.add_column(col, justify="left" if col == "kind" else "right")
+    for k, v in sorted(cal.scalars.items()):
+        if k.endswith("_us"):
+            ops.add_row(k.removesuffix("_us").replace("_", " "), seconds(v * 1e-6))
+        elif k.endswith("_per_s"):
+            unit = "FLOP/s" if "flops" in k else "/s"
+            ops.add_row(k.removesuffix("_per_s").replace("_", " "), si(v, unit))
+    return [head, ops, f"[dim]{cal.meta.notes}[/]"]

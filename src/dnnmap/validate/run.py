@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from dnnmap.calibrate.timing import device_name, library_versions, load_average, utc_now
+from dnnmap.calibrate.timing import device_name, library_versions, load_average, require_cuda, utc_now
 from dnnmap.errors import DnnmapError
 from dnnmap.validate.measure import Measurement, measure_module
 from dnnmap.validate.record import (
@@ -33,6 +33,17 @@ from dnnmap.validate.record import (
 Progress = Callable[[str, int, int], None]
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Input sizes besides the batch, passed the same way to the capture and the real build."""
+
+    seq_len: int | None = None
+    input_shape: str | Sequence[int] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"seq_len": self.seq_len, "input_shape": self.input_shape}
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ def validate(
     precision: str = "fp32",
     strategy: str = "unfused",
     seq_len: int | None = None,
+    input_shape: str | Sequence[int] | None = None,
     settings: RunSettings | None = None,
     progress: Progress | None = None,
     hardware_dirs: Sequence[Any] = (),
@@ -67,6 +79,10 @@ def validate(
     """
     if precision not in _TORCH_DTYPES:
         raise DnnmapError(f"validate runs fp32, bf16 or fp16 models, not {precision!r}")
+    if device not in ("cpu", "cuda"):
+        raise DnnmapError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+    if device == "cuda":
+        require_cuda()
     prof = resolve_profile(profile, hardware_dirs)
     settings = settings or RunSettings()
     cases: list[ValidationCase] = []
@@ -75,7 +91,8 @@ def validate(
         for b in batches:
             if progress is not None:
                 progress(f"{name} batch {b}", done, total)
-            cases.append(_one_case(name, b, prof, device, precision, strategy, seq_len, settings))
+            shapes = Shapes(seq_len, input_shape)
+            cases.append(_one_case(name, b, prof, device, precision, strategy, shapes, settings))
             done += 1
             gc.collect()
     if progress is not None:
@@ -111,23 +128,23 @@ def _provenance(prof: Any) -> str:
     return "calibrated" if getattr(prof, "calibration", None) is not None else "theoretical"
 
 
-def predict(name: str, batch: int, prof: Any, precision: str, strategy: str, seq_len: int | None):  # noqa: ANN201
+def predict(name: str, batch: int, prof: Any, precision: str, strategy: str, shapes: Shapes | None = None):  # noqa: ANN201
     """(partition, estimate) for ``name`` at ``batch`` on ``prof`` (fake-tensor capture)."""
     from dnnmap.capture import capture
     from dnnmap.costs import count_graph
     from dnnmap.fusion import partition
     from dnnmap.mapping import map_partition
 
-    graph = capture(name, batch=batch, seq_len=seq_len, dtype=precision)
+    graph = capture(name, batch=batch, dtype=precision, **(shapes or Shapes()).kwargs())
     part = partition(count_graph(graph), strategy=strategy)
     return part, map_partition(part, prof, precision=precision, batch=batch)
 
 
-def _measure(name: str, batch: int, device: str, precision: str, seq_len: int | None,
-             settings: RunSettings, depth_hint: Sequence[str]) -> tuple[Measurement, tuple[str, ...]]:
+def _measure(name: str, batch: int, device: str, precision: str, shapes: Shapes,
+             settings: RunSettings) -> tuple[Measurement, tuple[str, ...]]:
     from dnnmap.capture import build_model
 
-    module, inputs = build_model(name, batch=batch, seq_len=seq_len, dtype=precision, fake=False)
+    module, inputs = build_model(name, batch=batch, dtype=precision, fake=False, **shapes.kwargs())
     module = module.to(device).eval()
     inputs = _to_device(inputs, device)
     prefixes = module_prefixes(module)
@@ -163,11 +180,11 @@ def module_prefixes(module: torch.nn.Module, min_count: int = 4, max_depth: int 
 
 
 def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, strategy: str,
-              seq_len: int | None, settings: RunSettings) -> ValidationCase:
+              shapes: Shapes, settings: RunSettings) -> ValidationCase:
     threads = torch.get_num_threads()
     try:
-        part, est = predict(name, batch, prof, precision, strategy, seq_len)
-        meas, prefixes = _measure(name, batch, device, precision, seq_len, settings, ())
+        part, est = predict(name, batch, prof, precision, strategy, shapes)
+        meas, prefixes = _measure(name, batch, device, precision, shapes, settings)
     except (DnnmapError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         return ValidationCase(name, batch, device, threads, 0.0, 0.0, 0, 0.0, "", {}, 0,
                               load_average(), error_message=f"{type(e).__name__}: {e}")

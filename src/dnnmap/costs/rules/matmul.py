@@ -22,6 +22,8 @@ True
 
 from __future__ import annotations
 
+from collections import Counter
+
 from torch.utils.flop_counter import _scaled_mm_flop, bmm_flop, mm_flop
 
 from dnnmap.costs.base import OpCost, RuleContext
@@ -141,18 +143,45 @@ def einsum(ctx: RuleContext) -> OpCost:
     one operand and nowhere later are summed first: one add per element (vector work).
     """
     eq = str(ctx.attrs.get("equation", "")).replace(" ", "")
-    if "->" not in eq or "." in eq:
-        raise fail(ctx, f"einsum equation {eq!r} needs an explicit '->' and no ellipsis")
-    lhs, out = eq.split("->")
-    terms = lhs.split(",")
-    if len(terms) != len(ctx.inputs):
-        raise fail(ctx, f"einsum {eq!r} names {len(terms)} operands, op has {len(ctx.inputs)}")
-    sizes: dict[str, int] = {}
-    for term, t in zip(terms, ctx.inputs, strict=True):
-        for ch, n in zip(term, t.shape, strict=True):
-            sizes[ch] = max(sizes.get(ch, 1), n)
+    try:
+        terms, out = parse_einsum(eq, [len(t.shape) for t in ctx.inputs])
+        sizes: dict[str, int] = {}
+        for term, t in zip(terms, ctx.inputs, strict=True):
+            for ch, n in zip(term, t.shape, strict=True):
+                sizes[ch] = max(sizes.get(ch, 1), n)
+    except ValueError as e:
+        raise fail(ctx, f"einsum {eq!r}: {e}") from None
     tensor, vector = _contract(terms, out, sizes)
     return io_cost(ctx, tensor_flops=tensor, vector_flops=vector)
+
+
+def parse_einsum(eq: str, ranks: list[int]) -> tuple[list[str], str]:
+    """Operand terms and output with ``...`` spelled out as digit labels, implicit output filled.
+
+    >>> parse_einsum("...ij,jk", [3, 2])
+    (['0ij', 'jk'], '0ik')
+    """
+    lhs, arrow, out = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise ValueError(f"names {len(terms)} operands, op has {len(ranks)}")
+    n_ell = max((r - (len(t) - 3) for t, r in zip(terms, ranks, strict=True) if "..." in t), default=0)
+    ell = "".join(str(i) for i in range(n_ell))  # ellipsis dims, right-aligned across operands
+
+    def spell(term: str, rank: int) -> str:
+        if "..." not in term:
+            return term
+        k = rank - (len(term) - 3)
+        return term.replace("...", ell[n_ell - k :])
+
+    spelled = [spell(t, r) for t, r in zip(terms, ranks, strict=True)]
+    for t, r in zip(spelled, ranks, strict=True):
+        if len(t) != r:
+            raise ValueError(f"term {t!r} does not match an operand of rank {r}")
+    if arrow:
+        return spelled, out.replace("...", ell)
+    counts = Counter("".join(terms).replace("...", ""))
+    return spelled, ell + "".join(sorted(c for c, n in counts.items() if n == 1))
 
 
 def _contract(terms: list[str], out: str, sizes: dict[str, int]) -> tuple[int, int]:
