@@ -426,3 +426,26 @@ def test_module_with_input_shape_gets_batch_prepended():
     g = capture(MLP(), input_shape=(16,), batch=3)
     assert g.meta["input_shapes"] == ((3, 16),) and g.meta["batch"] == 3
     assert g.tensors[g.outputs[0]].shape == (3, 16)
+
+
+class _MaybeCopy(nn.Module):
+    def forward(self, x):
+        y = x.permute(0, 2, 1)
+        return y.reshape(2, -1), x.reshape(2, -1), y.contiguous(), x.to(torch.float16)
+
+
+@pytest.mark.parametrize("path", ["export", "dispatch"])
+def test_reshape_and_contiguous_that_copy_are_not_views(path: str) -> None:
+    from dnnmap.costs import count_graph
+
+    g = capture(_MaybeCopy(), inputs=(torch.randn(2, 3, 4),), path=path)
+    counted = count_graph(g)
+    seen = [(op.target.split(".")[1], g.tensors[op.outputs[0]].alias_of is not None, counted.costs[op.id].bytes) for op in g.ops]
+    n = 2 * 3 * 4
+    assert seen == [
+        ("permute", True, 0),
+        ("reshape", False, n * 4 + n * 4),  # permuted -> (2, 12) must copy: read + write fp32
+        ("reshape", True, 0),  # contiguous -> (2, 12) is a view
+        ("contiguous", False, n * 4 + n * 4),
+        ("to", False, n * 4 + n * 2),  # fp32 -> fp16 copy
+    ]

@@ -165,3 +165,13 @@ def test_llama3_8b_parameter_count_and_structure():
     assert g.num_params == vocab * d + layers * per_layer + d + vocab * d  # embed, layers, norm, lm_head
     assert [op.target for op in g.ops].count("aten.scaled_dot_product_attention.default") == layers
     assert g.meta["capture_path"] == "export"
+
+
+@pytest.mark.slow
+def test_timm_model_captures_with_its_own_input_size():
+    m, (x,) = build_model("timm:convnext_tiny")
+    g = capture("timm:convnext_tiny")
+    assert g.meta["capture_path"] == "export" and g.meta["input_shapes"] == (tuple(x.shape),)
+    assert tuple(x.shape) == (1, *m.pretrained_cfg["input_size"])
+    assert g.num_params == sum(p.numel() for p in m.parameters())
+    assert g.tensors[g.outputs[0]].shape == (1, 1000)

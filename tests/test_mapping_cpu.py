@@ -77,3 +77,19 @@ def test_calibrated_thread_scaling_replaces_ideal_scaling() -> None:
     p = place(relu(1_000_000), dev)
     assert p.factors["threading"] == pytest.approx(1.5 / 2)  # measured speed-up 1.5 on 2 cores
     assert "measured thread scaling" in p.detail and dev.provenance.value == "calibrated"
+
+
+def test_hybrid_cpu_is_paced_by_its_slowest_used_core() -> None:
+    from dnnmap.hardware import load_profile
+
+    i7 = load_profile("i7-12700k")
+    perf, eff = i7.cpu.core_groups
+    p_rate = perf.simd_width_bits // 32 * perf.fma_units_per_core * 2 * (perf.boost_mhz or i7.clocks.boost_mhz)
+    e_rate = eff.simd_width_bits // 32 * eff.fma_units_per_core * 2 * eff.boost_mhz
+    total = perf.count * p_rate + eff.count * e_rate
+    dev = Device.of(i7, "fp32")
+    all_cores = place(relu(100 * GRAIN), dev)  # 100 chunks: every core, E-cores set the pace
+    assert all_cores.units_allocated == perf.count + eff.count
+    assert all_cores.factors["threading"] == pytest.approx((perf.count + eff.count) * e_rate / total)
+    p_only = place(relu(perf.count * GRAIN), dev)  # 8 chunks: the 8 P-cores
+    assert p_only.factors["threading"] == pytest.approx(perf.count * p_rate / total)

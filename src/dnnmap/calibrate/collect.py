@@ -32,18 +32,20 @@ from dnnmap.calibrate.microbench import (
     tiny_op_latencies,
     transcendental_rates,
 )
-from dnnmap.calibrate.opkinds import OpKindPoint, time_opkinds
+from dnnmap.calibrate.opkinds import OpKindPoint, counted_costs, time_opkinds
 from dnnmap.calibrate.plan import GemmGrid, Plan
 from dnnmap.calibrate.timing import (
+    Timer,
     cpu_signature,
     device_name,
     library_versions,
     load_average,
     timer_for,
     utc_now,
+    wait_until_idle,
 )
 
-T = TypeVar("T", GemmPoint, ConvPoint, BandwidthPoint)
+T = TypeVar("T", GemmPoint, ConvPoint, BandwidthPoint, OpKindPoint)
 
 Progress = Callable[[str, int, int], None]
 """``progress(description, completed, total)``: called after every measured point."""
@@ -85,8 +87,14 @@ def count_steps(plan: Plan, dtypes: Sequence[str]) -> int:
     """How many progress steps a run of ``plan`` takes (for the progress bar's total)."""
     gemm = sum(len(g.points()) for g in _gemm_grids(plan, dtypes))
     conv = sum(len(c.points()) for c in plan.convs)
-    fixed = 4  # tiny ops, transcendentals, op kinds, thread scaling
-    return plan.passes * (gemm + conv + 3 * len(plan.bandwidth_bytes)) + fixed
+    per_pass = gemm + conv + 3 * len(plan.bandwidth_bytes) + 2  # + tiny ops, op kinds
+    return plan.passes * per_pass + 1  # + thread scaling
+
+
+def _settle(plan: Plan) -> None:
+    """Before a sweep, wait (at most ``plan.idle_wait_s``) for other processes to go idle."""
+    if plan.idle_wait_s > 0 and plan.device == "cpu":
+        wait_until_idle(max_wait_s=plan.idle_wait_s)
 
 
 def _keep_faster(store: dict, key: tuple, point: T) -> None:
@@ -97,61 +105,92 @@ def _keep_faster(store: dict, key: tuple, point: T) -> None:
         store[key] = point
 
 
+@dataclass
+class _Store:
+    """The fastest result per key over all passes."""
+
+    gemm: dict[tuple, GemmPoint] = field(default_factory=dict)
+    conv: dict[tuple, ConvPoint] = field(default_factory=dict)
+    bandwidth: dict[tuple, BandwidthPoint] = field(default_factory=dict)
+    opkinds: dict[tuple, OpKindPoint] = field(default_factory=dict)
+    scalars: dict[str, ScalarPoint] = field(default_factory=dict)
+
+    def scalar(self, point: ScalarPoint) -> None:
+        """Latencies keep their smallest value, rates (unit 1/s) their largest."""
+        old = self.scalars.get(point.name)
+        better = old is None or (point.value > old.value if point.unit == "1/s" else point.value < old.value)
+        if better:
+            self.scalars[point.name] = point
+
+
+@dataclass
+class _Steps:
+    total: int
+    progress: Progress | None
+    done: int = 0
+
+    def __call__(self, what: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(what, self.done, self.total)
+
+
+def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, store: _Store,
+              step: _Steps, tag: str) -> None:
+    """Every sweep once; each point is kept if it beat the previous passes."""
+    r, s = plan.runs, plan.min_seconds
+    _settle(plan)
+    for pt in tiny_op_latencies(timer, runs=r) + transcendental_rates(timer, runs=r):
+        store.scalar(pt)
+    step(f"dispatch overhead, transcendentals{tag}")
+    for grid in _gemm_grids(plan, dtypes):
+        _settle(plan)
+        for m, n, k in grid.points():
+            _keep_faster(store.gemm, (grid.dtype, m, n, k),
+                         time_gemm(timer, grid.dtype, m, n, k, runs=r, min_seconds=s))
+            step(f"GEMM {grid.dtype} {m}x{n}x{k}{tag}")
+    for cg in plan.convs:
+        _settle(plan)
+        for hw, cin, cout in cg.points():
+            _keep_faster(store.conv, (cg.kind, cg.kernel, hw, cin, cout),
+                         time_conv(timer, cg.kind, cg.kernel, hw, cin, cout, runs=r, min_seconds=s))
+            step(f"{cg.kind} {cg.kernel}x{cg.kernel} {hw}x{hw} {cin}->{cout}{tag}")
+    for kind in ("read", "copy", "add"):
+        _settle(plan)
+        for ws in plan.bandwidth_bytes:
+            _keep_faster(store.bandwidth, (kind, ws), time_bandwidth(timer, kind, ws, runs=r, min_seconds=s))
+            step(f"{kind} bandwidth {ws / 1024:.0f} KiB{tag}")
+    _settle(plan)
+    for pt in time_opkinds(timer, plan.opkinds, costs, runs=r, min_seconds=s):
+        _keep_faster(store.opkinds, (pt.name,), pt)
+    step(f"op kinds (pooling, normalization, activations){tag}")
+
+
 def collect(plan: Plan, progress: Progress | None = None) -> Measurements:
     """Run every microbenchmark of ``plan`` on ``plan.device``; ``progress`` sees each step."""
     timer = timer_for(plan.device)
     start, load_before = time.perf_counter(), load_average()
     dtypes = [g.dtype for g in (plan.gemm_fp32, *plan.gemm_other)]
     supported = [d for d in dtypes if dtype_supported(plan.device, d)]
-    total = count_steps(plan, supported)
-    done = 0
-
-    def step(what: str) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(what, done, total)
-
-    scalars: list[ScalarPoint] = []
-    scalars += tiny_op_latencies(timer, runs=plan.runs)
-    step("dispatch overhead (tiny ops)")
-    gemm: dict[tuple, GemmPoint] = {}
-    conv: dict[tuple, ConvPoint] = {}
-    bandwidth: dict[tuple, BandwidthPoint] = {}
+    step = _Steps(count_steps(plan, supported), progress)
+    costs = counted_costs(plan.opkinds) if plan.opkinds else {}
+    store = _Store()
     for p in range(plan.passes):
-        tag = f" (pass {p + 1}/{plan.passes})" if plan.passes > 1 else ""
-        for grid in _gemm_grids(plan, supported):
-            for m, n, k in grid.points():
-                _keep_faster(gemm, (grid.dtype, m, n, k), time_gemm(
-                    timer, grid.dtype, m, n, k, runs=plan.runs, min_seconds=plan.min_seconds))
-                step(f"GEMM {grid.dtype} {m}x{n}x{k}{tag}")
-        for cg in plan.convs:
-            for hw, cin, cout in cg.points():
-                _keep_faster(conv, (cg.kind, cg.kernel, hw, cin, cout), time_conv(
-                    timer, cg.kind, cg.kernel, hw, cin, cout, runs=plan.runs, min_seconds=plan.min_seconds))
-                step(f"{cg.kind} {cg.kernel}x{cg.kernel} {hw}x{hw} {cin}->{cout}{tag}")
-        for kind in ("read", "copy", "add"):
-            for ws in plan.bandwidth_bytes:
-                _keep_faster(bandwidth, (kind, ws), time_bandwidth(
-                    timer, kind, ws, runs=plan.runs, min_seconds=plan.min_seconds))
-                step(f"{kind} bandwidth {ws / 1024:.0f} KiB{tag}")
-    scalars += transcendental_rates(timer, runs=plan.runs)
-    step("transcendental throughput")
-    opkinds = tuple(time_opkinds(timer, plan.opkinds, runs=plan.runs, min_seconds=plan.min_seconds))
-    step("op kinds (pooling, normalization, activations)")
+        _one_pass(plan, timer, supported, costs, store, step, f" (pass {p + 1}/{plan.passes})" if plan.passes > 1 else "")
     threads = torch.get_num_threads()
     counts = tuple(sorted({1, threads}))
-    scalars += thread_scaling(timer, counts, runs=plan.runs) if len(counts) > 1 else []
+    for pt in thread_scaling(timer, counts, runs=plan.runs) if len(counts) > 1 else []:
+        store.scalar(pt)
     step("thread scaling")
     return Measurements(
         device=plan.device,
         device_name=device_name(plan.device),
         threads=threads,
-        gemm=tuple(gemm.values()),
-        conv=tuple(conv.values()),
-        bandwidth=tuple(bandwidth.values()),
-        scalars=tuple(scalars),
-        opkinds=opkinds,
+        gemm=tuple(store.gemm.values()),
+        conv=tuple(store.conv.values()),
+        bandwidth=tuple(store.bandwidth.values()),
+        scalars=tuple(store.scalars.values()),
+        opkinds=tuple(store.opkinds.values()),
         dtypes_skipped=tuple(d for d in dtypes if d not in supported),
         load_before=load_before,
         load_after=load_average(),

@@ -102,9 +102,10 @@ def counted_costs(names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def time_opkinds(timer: Timer, names: tuple[str, ...], *, runs: int, min_seconds: float) -> list[OpKindPoint]:
-    """Time each op eagerly on ``timer.device`` and attach its counted vector FLOPs and bytes."""
-    costs = counted_costs(names)
+def time_opkinds(timer: Timer, names: tuple[str, ...], costs: dict[str, tuple[int, int]], *, runs: int,
+                 min_seconds: float) -> list[OpKindPoint]:
+    """Time each op eagerly on ``timer.device`` and attach its counted vector FLOPs and bytes
+    (``costs`` from :func:`counted_costs`)."""
     aux = Aux(IMAGE[1], TOKENS[2]).to(timer.device)
     inputs = {IMAGE: torch.randn(IMAGE, device=timer.device), TOKENS: torch.randn(TOKENS, device=timer.device)}
     out = []

@@ -69,6 +69,7 @@ class Plan:
     min_seconds: float = 0.02  # and at least this much timed work per point
     passes: int = 1  # sweeps over every grid; per point the fastest median is kept
     opkinds: tuple[str, ...] = ()  # op-kind microbenchmarks (see dnnmap.calibrate.opkinds)
+    idle_wait_s: float = 0.0  # before each sweep, wait up to this long for other processes to go idle
     quick: bool = False
 
 
@@ -118,8 +119,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         bandwidth_bytes=_pow2(12, 28, 1),  # 4 KiB .. 256 MiB: every cache level and DRAM
         runs=5,
         min_seconds=0.02,
-        passes=2,
+        passes=3,
         opkinds=ALL_OPKINDS,
+        idle_wait_s=20.0,
     )
 
 

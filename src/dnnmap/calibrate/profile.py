@@ -228,4 +228,5 @@ def _calibration(meas: Measurements, gemm_shapes: dict, gemm: dict, conv_shapes:
 def build_profile(meas: Measurements, name: str | None = None, base: HardwareProfile | None = None,
                   command: str = "") -> HardwareProfile:
     """The validated calibrated profile."""
-    return HardwareProfile.model_validate(profile_dict(meas, name or default_profile_name(meas), base, command))
+    name = name or (f"{base.name}-measured" if base is not None else default_profile_name(meas))
+    return HardwareProfile.model_validate(profile_dict(meas, name, base, command))

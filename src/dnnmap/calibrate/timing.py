@@ -230,3 +230,36 @@ def _onednn_version() -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat; None where it is unreadable."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_fraction(interval_s: float = 0.25) -> float:
+    """Share of all CPUs busy over ``interval_s`` while this process sleeps: the load other
+    processes put on the machine right now (0.0 where /proc/stat is unreadable)."""
+    a = _cpu_jiffies()
+    time.sleep(interval_s)
+    b = _cpu_jiffies()
+    if a is None or b is None or b[1] == a[1]:
+        return 0.0
+    return (b[0] - a[0]) / (b[1] - a[1])
+
+
+def wait_until_idle(max_busy: float = 0.15, max_wait_s: float = 60.0, interval_s: float = 0.25) -> float:
+    """Sleep until other processes use at most ``max_busy`` of the CPUs (or ``max_wait_s``
+    passes); returns the last busy fraction seen. Timing a model while another process holds a
+    core makes OpenMP threads wait for each other, which no model of the device predicts."""
+    deadline = time.monotonic() + max_wait_s
+    busy = busy_fraction(interval_s)
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = busy_fraction(interval_s)
+    return busy

@@ -23,6 +23,7 @@ import torch
 
 from dnnmap.errors import CaptureError
 from dnnmap.ir import DType, Graph, Op, OpClass, Role, Tensor, classify
+from dnnmap.ir.classify import op_name
 
 _DTYPES: dict[torch.dtype, DType] = {
     torch.float64: DType.FLOAT64,
@@ -159,6 +160,72 @@ def shape_of(t: torch.Tensor) -> tuple[int, ...]:
         raise CaptureError(f"tensor has a data-dependent shape {tuple(t.shape)}: {e}") from None
 
 
+def _layout_of(t: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...], torch.dtype]:
+    try:
+        return shape_of(t), tuple(int(x) for x in t.stride()), t.dtype
+    except Exception:  # no strides (some subclasses): treat as contiguous
+        shape = shape_of(t)
+        return shape, _contiguous_strides(shape), t.dtype
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+# Ops whose schema says "may alias" but which copy when a view is impossible.
+_MAYBE_COPY = frozenset({"reshape", "flatten", "contiguous", "to", "type_as"})
+
+
+def really_aliases(name: str, layout: tuple, out: torch.Tensor) -> bool:
+    """Whether op ``name`` returned a view of an input with ``layout`` (shape, strides, dtype).
+
+    ``reshape`` of a permuted tensor, ``contiguous`` of a transposed one and a dtype-changing
+    ``to`` copy; the schema cannot tell, the strides can. Pure arithmetic: no tensor is made
+    (the dispatch recorder would record it).
+    """
+    if name not in _MAYBE_COPY:
+        return True
+    shape, stride, dtype = layout
+    if name in ("to", "type_as"):
+        return out.dtype == dtype
+    if name == "contiguous":
+        return _is_contiguous(shape, stride)
+    return _viewable(shape, stride, shape_of(out))
+
+
+def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = 1
+    for n, st in zip(reversed(shape), reversed(stride), strict=True):
+        if n != 1 and st != expected:
+            return False
+        expected *= n
+    return True
+
+
+def _viewable(shape: tuple[int, ...], stride: tuple[int, ...], new: tuple[int, ...]) -> bool:
+    """ATen's ``computeStride``: can ``new`` be a view of (shape, stride) without a copy?"""
+    if not shape or math.prod(shape) == 0:
+        return True
+    view_d = len(new) - 1
+    base = stride[-1]
+    tensor_numel = view_numel = 1
+    for d in range(len(shape) - 1, -1, -1):
+        tensor_numel *= shape[d]
+        if d == 0 or (shape[d - 1] != 1 and stride[d - 1] != tensor_numel * base):
+            while view_d >= 0 and (view_numel < tensor_numel or new[view_d] == 1):
+                view_numel *= new[view_d]
+                view_d -= 1
+            if view_numel != tensor_numel:
+                return False
+            if d > 0:
+                base, tensor_numel, view_numel = stride[d - 1], 1, 1
+    return view_d == -1
+
+
 class GraphBuilder:
     """Collects tensors and ops in execution order, numbering them ``t0.. / op0..``."""
 
@@ -166,6 +233,7 @@ class GraphBuilder:
         self.name = name
         self.tensors: dict[str, Tensor] = {}
         self.ops: list[Op] = []
+        self._layout: dict[str, tuple[tuple[int, ...], tuple[int, ...], torch.dtype]] = {}
 
     def add_tensor(
         self,
@@ -176,6 +244,7 @@ class GraphBuilder:
         alias_of: str | None = None,
     ) -> str:
         tid = f"t{len(self.tensors)}"
+        self._layout[tid] = _layout_of(value)
         self.tensors[tid] = Tensor(tid, shape_of(value), to_dtype(value.dtype), role, producer, name, alias_of)
         return tid
 
@@ -239,18 +308,20 @@ class GraphBuilder:
         out_ids: list[str] = []
         single = len(info.out_alias) == 1
 
-        def alias_root(k: int) -> str | None:
+        def alias_root(k: int, value: torch.Tensor) -> str | None:
             owner = info.out_alias[0 if single else k] if info.out_alias else None
             if owner is None:
                 return None
             for tid, a in zip(inputs, input_args, strict=True):
                 if a == owner:
+                    if not really_aliases(op_name(info.target), self._layout[tid], value):
+                        return None
                     return self.tensors[tid].alias_of or tid
             return None
 
         def conv(v: Any, k: int) -> Any:
             if isinstance(v, torch.Tensor):
-                tid = self.add_tensor(v, Role.ACTIVATION, producer=op_id, alias_of=alias_root(k))
+                tid = self.add_tensor(v, Role.ACTIVATION, producer=op_id, alias_of=alias_root(k, v))
                 out_ids.append(tid)
                 return tid
             if isinstance(v, (list, tuple)):

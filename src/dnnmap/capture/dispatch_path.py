@@ -59,8 +59,16 @@ def capture_dispatch(model: nn.Module, inputs: tuple, name: str) -> Graph:
 
 @contextlib.contextmanager
 def _recording(rec: TorchDispatchMode):
-    with enable_python_dispatcher(), torch._C._EnablePreDispatch(), rec:
-        yield
+    # nn.MultiheadAttention's eval "fast path" runs one fused _native_multi_head_attention op
+    # that hides the q/k/v/out projections inside attention; export never takes it, so the
+    # recorder turns it off too and both paths see the same linear + sdpa ops.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with enable_python_dispatcher(), torch._C._EnablePreDispatch(), rec:
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def _fake_mode_of(model: nn.Module, inputs: tuple) -> Any:
@@ -68,6 +76,15 @@ def _fake_mode_of(model: nn.Module, inputs: tuple) -> Any:
         if isinstance(t, FakeTensor):
             return t.fake_mode
     return None
+
+
+_SCALAR_TYPES = frozenset({"bool", "int", "float", "Scalar", "number", "SymInt", "SymFloat", "SymBool"})
+
+
+def _returns_scalar(func: Any) -> bool:
+    """``item``, ``is_nonzero``, ``equal`` ...: one Python scalar out (which can be assumed)."""
+    rets = getattr(func, "_schema", None) and func._schema.returns
+    return bool(rets) and len(rets) == 1 and str(rets[0].type) in _SCALAR_TYPES
 
 
 def _view_key(t: torch.Tensor) -> tuple:
@@ -123,7 +140,10 @@ class _Recorder(SchemaCheckMode):
         kwargs = kwargs or {}
         try:
             out = func(*args, **kwargs)
-        except DataDependentOutputException:
+        except DataDependentOutputException as e:
+            if not _returns_scalar(func):
+                self.failure = self.failure or Failure.in_op(str(func), self.stack, args, e)
+                raise
             out = self._assume(func, args)
         except Exception as e:
             if self.failure is None:
@@ -147,7 +167,7 @@ class _Recorder(SchemaCheckMode):
 
     def _assume(self, func: Any, args: tuple) -> Any:
         """A data-dependent scalar on fake tensors: answer True / 1 / 1.0 and note it."""
-        kind = str(func._schema.returns[0].type) if func._schema.returns else "Scalar"
+        kind = str(func._schema.returns[0].type)
         t = next((a for a in args if isinstance(a, torch.Tensor)), None)
         if kind == "bool" or (t is not None and t.dtype == torch.bool):
             value: Any = True

@@ -40,24 +40,42 @@ def _may_write(path: Path, force: bool) -> bool:
     raise DnnmapError(f"{path} exists; not overwriting it (use --force, or --out another file)")
 
 
+def _warn_if_busy() -> None:
+    """Other processes slow microbenchmarks down (OpenMP threads wait for a descheduled peer):
+    say so when the 1-minute load already exceeds a quarter of the cores."""
+    import os
+
+    from dnnmap.calibrate.timing import load_average
+
+    load, cores = load_average(), os.cpu_count() or 1
+    if load > 0.25 * cores:
+        err_console.print(f"[yellow]warning:[/] load average {load:.2f} on {cores} cores: other processes "
+                          "will slow the measurements; calibrate on a quiet machine for a faithful profile")
+
+
 @handle_errors
 def calibrate(
     device: DeviceOpt = "cpu",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Profile YAML to write (default: ./NAME.yaml)")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Profile name (default: from the device, + '-measured')")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Coarse grids, for CI (< 30 s)")] = False,
+    base: Annotated[str | None, typer.Option("--base", help="Datasheet profile supplying what cannot be measured (power, energy, FMA pipes), e.g. cloud-x86-2c")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Measure this device with microbenchmarks and write a calibrated hardware profile."""
     from dnnmap.calibrate import calibrate as api_calibrate
     from dnnmap.calibrate import default_profile_name
+    from dnnmap.calibrate.timing import timer_for
     from dnnmap.report.validation import render_calibration, rich_progress
 
-    name = name or default_profile_name(device)
+    timer_for(device)  # an unknown device or a missing GPU is an error before anything runs
+    name = name or (f"{base}-measured" if base else default_profile_name(device))
     path = out or Path(f"{name}.yaml")
     force = _may_write(path, force)
+    _warn_if_busy()
     with rich_progress(f"calibrating {device}") as progress:
-        profile = api_calibrate(device=device, quick=quick, out=path, name=name, force=force, progress=progress)
+        profile = api_calibrate(device=device, quick=quick, out=path, name=name, base=base, force=force,
+                                progress=progress, command=" ".join(["dnnmap", *sys.argv[1:]]))
     for r in render_calibration(profile):
         console.print(r)
     err_console.print(f"wrote {path}; use it with: dnnmap validate resnet18 --hardware {path}")

@@ -11,6 +11,7 @@ subgraph graph is acyclic. Strategies: ``unfused``, ``greedy``, ``compiler`` (de
 """
 
 from dnnmap.fusion.decide import (
+    INDUCTOR_DEFAULT,
     FusionConfig,
     FusionContext,
     FusionDecision,
@@ -29,6 +30,7 @@ from dnnmap.fusion.strategies import (
 )
 
 __all__ = [
+    "INDUCTOR_DEFAULT",
     "FusionConfig",
     "FusionContext",
     "FusionDecision",

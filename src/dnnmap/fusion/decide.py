@@ -37,6 +37,11 @@ class FusionConfig:
     """Knobs of the ``compiler`` strategy (defaults model Inductor / XLA on a GPU)."""
 
     attention_core: bool = True  # flash-attention style core (Inductor, XLA, cuDNN all do it)
+    # Pointwise epilogues into GEMM / conv / attention kernels (XLA, TensorRT, Inductor's
+    # Triton templates). False models Inductor's default on a CPU: GEMMs and convs are
+    # library calls (oneDNN / MKL) that take no epilogue, the pointwise work is a kernel of
+    # its own (see ``INDUCTOR_DEFAULT``).
+    gemm_epilogues: bool = True
     horizontal_gemm: bool = True  # one GEMM for projections sharing an input (TensorRT, XLA)
     squeeze_excite: bool = True  # the SE squeeze (pool..gate) as one small kernel
     # A row-wise normalization (layer-norm / RMS-norm, reducing only the last dim) may join
@@ -50,6 +55,13 @@ class FusionConfig:
     # into the first reader would save one read of a tensor that is written anyway.
     max_shared_fanout: int = 2
     max_rounds: int = 10  # rounds of pairwise fusion (Inductor: 10)
+
+
+INDUCTOR_DEFAULT = FusionConfig(
+    gemm_epilogues=False, horizontal_gemm=False, squeeze_excite=False, norm_epilogue_max_row=0
+)
+"""The ``compiler`` strategy restricted to what Inductor does by default (no max-autotune
+templates, no freezing): library GEMMs / convs / SDPA, everything else fused around them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +182,8 @@ def _compiler_rule(a: GroupSummary, b: GroupSummary, ctx: FusionContext) -> Fusi
     if b.n_template:
         return no("a GEMM/conv takes no fused prologue")
     if a.n_template:
+        if not ctx.config.gemm_epilogues:
+            return no("GEMM/conv is a library call: no fused epilogue")
         return _epilogue_rule(a, b, ctx)
     if ctx.oracle is not None and ctx.oracle.shared_readers(a.root, b.root) > ctx.config.max_shared_fanout:
         return no("shared producer feeds many kernels: computed once, on its own")

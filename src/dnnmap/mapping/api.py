@@ -1,8 +1,14 @@
 """Map a partition onto one device (:func:`map_partition`) or many (:func:`compare_partition`).
 
->>> from dnnmap.fusion.toy import GraphBuilder          # doctest: +SKIP
->>> est = map_partition(partition, "h100-sxm5", precision="bf16")   # doctest: +SKIP
->>> est.latency_s, est.throughput, est.bound                        # doctest: +SKIP
+>>> from dnnmap.fusion import partition
+>>> from dnnmap.fusion.toy import attention_block
+>>> p = partition(attention_block(), "compiler")
+>>> est = map_partition(p, "h100-sxm5", precision="bf16")
+>>> est.bound.value, est.latency_s > est.naive_latency_s
+('overhead', True)
+>>> cmp = compare_partition(p, ["h100-sxm5", "i7-12700k"], baseline="i7-12700k")
+>>> cmp.speedup("i7-12700k"), len(cmp.to_dataframe())
+(1.0, 2)
 """
 
 from __future__ import annotations

@@ -11,8 +11,11 @@
 - Memory: the cache level the working set fits in (per-core levels count the cores in use)
   serves it — decided by the engine from the placement's cores.
 
-Cores are treated as equal (``peak / cores`` each); on hybrid parts the efficiency cores
-are slower, which this model does not separate.
+Hybrid CPUs: threads take the fastest cores first (the OS places them on performance
+cores), and work is split evenly (static OpenMP / ``at::parallel_for`` chunks), so a kernel
+on ``u`` cores runs at ``u x (slowest used core's rate)``: with all 8 P + 4 E cores of an
+i7-12700K busy, ``12 x 60.8 / 1497.6 = 49 %`` of the summed peak. A core's rate is
+``SIMD lanes x FMA pipes x 2 x boost clock`` of its group, relative to the profile's peak.
 
 >>> GRAIN, 6 * 16   # ATen GRAIN_SIZE (aten/src/ATen/Parallel.h); AVX2 sgemm micro-tile
 (32768, 96)
@@ -55,6 +58,21 @@ def _thread_efficiency(dev: Device, threads: int) -> float:
     return min(1.0, interpolate(pts, float(threads)))
 
 
+def core_rates(cpu: CpuCompute, boost_mhz: float) -> list[float]:
+    """Relative fp32 rate of every core, fastest first (FLOP per cycle x clock)."""
+    rates = []
+    for g in cpu.core_groups:
+        rates += [g.fp32_flops_per_cycle() * (g.boost_mhz or boost_mhz)] * g.count
+    return sorted(rates, reverse=True)
+
+
+def core_share(dev: Device, cpu: CpuCompute, used: int) -> float:
+    """Share of the CPU's peak that ``used`` equally loaded threads reach (slowest core sets
+    the pace): ``used / cores`` on a CPU of identical cores."""
+    rates = core_rates(cpu, dev.profile.clocks.boost_mhz)
+    return used * rates[used - 1] / sum(rates)
+
+
 def _gemm(work: Work, dev: Device, cpu: CpuCompute) -> Placement:
     p = work.parallelism
     m, n, b = p.gemm_m, p.gemm_n, p.gemm_batch
@@ -64,7 +82,8 @@ def _gemm(work: Work, dev: Device, cpu: CpuCompute) -> Placement:
     blocks = math.ceil(m / THREAD_BLOCK) * math.ceil(n / THREAD_BLOCK) * b
     cores = cpu.cores
     used = min(cores, blocks)
-    threading = blocks / (cores * math.ceil(blocks / cores)) * _thread_efficiency(dev, used)
+    # blocks dealt evenly to the used cores; the slowest used core sets the pace
+    threading = blocks / (used * math.ceil(blocks / used)) * core_share(dev, cpu, used) * _thread_efficiency(dev, used)
     eff = fill * threading
     detail = (
         f"{used}/{cores} cores: {blocks} blocks of {THREAD_BLOCK}x{THREAD_BLOCK}, "
@@ -84,7 +103,7 @@ def _vector(work: Work, dev: Device, cpu: CpuCompute) -> Placement:
     elements = p.output_elements * (max(1, p.reduction) if reduce else 1)
     cores = cpu.cores
     used = max(1, min(cores, math.ceil(elements / GRAIN)))
-    threading = used / cores * _thread_efficiency(dev, used)
+    threading = core_share(dev, cpu, used) * _thread_efficiency(dev, used)
     fill = 1.0
     if p.depthwise and p.channels > 1:  # vectorized over channels
         lane = lanes(cpu, dev.precision.bytes_per_element)

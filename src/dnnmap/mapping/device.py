@@ -4,7 +4,7 @@ This is the one place that decides which figure feeds each term:
 
 - **peaks**: the matrix-engine peak at the requested precision, falling back along a chain
   when the device lacks it (tf32 -> fp32, int8 -> fp8 -> fp16 -> bf16 -> fp32 ...), with a
-  note saying so. On a GPU, fp32 / fp64 GEMMs run on the CUDA cores (vector peak), never on
+  note saying so. On a GPU, fp32 GEMMs (without tf32) run on the CUDA cores (vector peak), never on
   tensor cores.
 - **memory**: each level's bandwidth in bytes/s (sustained where the profile gives an
   efficiency), capacity, energy per byte; which levels keep data between kernels.
@@ -64,7 +64,7 @@ _PERSISTENT_SCOPES: dict[DeviceClass, tuple[MemoryScope, ...]] = {
     DeviceClass.TPU: (),
     DeviceClass.KPU: (),
 }
-_GPU_CUDA_CORE_PRECISIONS = (P.FP32, P.FP64)
+_GPU_CUDA_CORE_PRECISIONS = (P.FP32,)  # fp64 peaks in GPU profiles are the FP64 tensor-core figures
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class Device:
     vector_precision: Precision
     tensor_peak: float  # FLOP/s; on a GPU at fp32 this is the CUDA-core peak
     vector_peak: float  # FLOP/s
-    uses_tensor_cores: bool  # GPU only: False at fp32 / fp64 or without tensor cores
+    uses_tensor_cores: bool  # GPU only: False at fp32 or without tensor cores
     levels: tuple[Level, ...]
     launch_overhead_s: float
     pj_per_flop: float

@@ -16,12 +16,15 @@ placement into a :class:`SubgraphEstimate` with the same physically named terms:
 - combined per the device's overlap policy: ``max(compute, memory) + overhead`` or
   ``compute + memory + overhead``.
 
-Where the data lives (documented assumptions, steady-state back-to-back inferences):
-activations sit in the smallest persistent level whose capacity (for the units in use)
-holds the kernel's activation bytes, else main memory; weights sit in the smallest
-chip-wide persistent level that holds *all* of the model's weights plus the largest activation
-working set, else main memory. Energy = FLOPs x pJ/FLOP + bytes x pJ/byte of the level that
-served them + idle power x latency.
+Where the data lives (documented assumptions, steady-state back-to-back inferences): which
+levels keep data from one kernel to the next is decided per device class in
+:mod:`dnnmap.mapping.device` (CPU caches do; GPU L2, TPU VMEM and KPU scratchpads are
+treated as the running kernel's staging, so between kernels data is in DRAM / HBM).
+Activations sit in the smallest persistent level whose capacity (for the units in use) holds
+the kernel's activation bytes, else main memory; weights in the smallest chip-wide persistent
+level that holds *all* of the model's weights plus the largest activation working set, else
+main memory; split-K partial sums in the nearest chip-wide level that holds them. Energy =
+FLOPs x pJ/FLOP + bytes x pJ/byte of the level that served them + idle power x latency.
 """
 
 from __future__ import annotations

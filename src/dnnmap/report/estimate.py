@@ -23,6 +23,7 @@ import pandas as pd
 from dnnmap.mapping import Bound, Comparison, Estimate
 from dnnmap.report.units import percent, seconds, si
 
+
 def joules(value: float) -> str:
     """``joules(0.000595) == '595 uJ'`` (units.si has no sub-unit prefixes)."""
     for scale, unit in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ")):

@@ -15,7 +15,7 @@ from dnnmap.validate.record import (
     ValidationReport,
     summarise,
 )
-from dnnmap.validate.run import RunSettings, Shapes, module_prefixes, predict, validate
+from dnnmap.validate.run import RunSettings, Shapes, module_prefixes, predict, repredict, validate
 
 __all__ = [
     "EAGER_NOTE",
@@ -30,6 +30,7 @@ __all__ = [
     "measure_module",
     "module_prefixes",
     "predict",
+    "repredict",
     "summarise",
     "validate",
 ]

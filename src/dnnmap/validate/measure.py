@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dnnmap.calibrate.timing import load_average, timer_for
+from dnnmap.calibrate.timing import load_average, timer_for, wait_until_idle
 from dnnmap.ir.classify import classify
 
 _MODULE_TAG = "dnnmap.module::"
@@ -41,6 +42,7 @@ class Measurement:
     by_class_s: Mapping[str, float] = field(default_factory=dict)  # op class -> seconds
     class_counts: Mapping[str, int] = field(default_factory=dict)
     by_module_s: Mapping[str, float] = field(default_factory=dict)  # module path -> seconds
+    busy_before: float = math.nan  # share of the CPUs other processes used just before timing
 
 
 def _call(module: torch.nn.Module, inputs: Any) -> Any:
@@ -60,14 +62,17 @@ def measure_module(
     max_runs: int = 30,
     attribute: bool = False,
     module_prefixes: tuple[str, ...] = (),
+    idle_wait_s: float = 0.0,
 ) -> Measurement:
     """Median latency of ``module(*inputs)`` under ``torch.inference_mode`` on ``device``.
 
     ``attribute`` adds the profiled pass; ``module_prefixes`` names the modules whose time
-    it reports (e.g. ``("layer1", "layer2")``).
+    it reports (e.g. ``("layer1", "layer2")``). ``idle_wait_s`` > 0 first waits (that long at
+    most) until other processes leave the CPUs idle.
     """
     timer = timer_for(device)
     module = module.eval()
+    busy = wait_until_idle(max_wait_s=idle_wait_s) if idle_wait_s > 0 else math.nan
     load = load_average()
     with torch.inference_mode():
         t = timer.time(lambda: _call(module, inputs), min_runs=min_runs, min_seconds=min_seconds,
@@ -80,7 +85,7 @@ def measure_module(
             by_class = _scaled(by_class, t.median_s / sum(by_class.values()) if by_class else 1.0)
             by_module = _scaled(by_module, t.median_s / wall if wall > 0 else 1.0)
     return Measurement(device, torch.get_num_threads(), t.median_s, t.min_s, t.runs,
-                       max(load, load_average()), by_class, counts, by_module)
+                       max(load, load_average()), by_class, counts, by_module, busy)
 
 
 def _scaled(parts: dict[str, float], factor: float) -> dict[str, float]:

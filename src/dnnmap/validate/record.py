@@ -73,6 +73,7 @@ class ValidationCase:
     by_module: tuple[Breakdown, ...] = ()
     worst: tuple[SubgraphRow, ...] = ()  # the longest predicted subgraphs
     capture_path: str = ""
+    busy_before: float = math.nan  # CPU share other processes used just before timing (nan: not checked)
     error_message: str = ""  # set when the model could not be run or predicted
     estimate: Any = field(default=None, compare=False, repr=False)  # the mapping.Estimate (not serialised)
 

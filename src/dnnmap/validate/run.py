@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from dnnmap.calibrate.timing import device_name, library_versions, load_average, require_cuda, utc_now
+from dnnmap.calibrate.timing import (
+    device_name,
+    library_versions,
+    load_average,
+    require_cuda,
+    utc_now,
+)
 from dnnmap.errors import DnnmapError
 from dnnmap.validate.measure import Measurement, measure_module
 from dnnmap.validate.record import (
@@ -55,6 +61,7 @@ class RunSettings:
     min_seconds: float = 1.0
     max_runs: int = 30
     attribute: bool = True  # profile one extra run for the per-class / per-module breakdown
+    idle_wait_s: float = 0.0  # > 0: before timing, wait up to this long for idle CPUs
 
 
 def validate(
@@ -150,7 +157,8 @@ def _measure(name: str, batch: int, device: str, precision: str, shapes: Shapes,
     prefixes = module_prefixes(module)
     m = measure_module(module, inputs, device=device, warmup=settings.warmup, min_runs=settings.min_runs,
                        min_seconds=settings.min_seconds, max_runs=settings.max_runs,
-                       attribute=settings.attribute, module_prefixes=prefixes)
+                       attribute=settings.attribute, module_prefixes=prefixes,
+                       idle_wait_s=settings.idle_wait_s)
     del module, inputs
     return m, prefixes
 
@@ -204,6 +212,7 @@ def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, str
         bound_share={b.value: v for b, v in share.items()},
         subgraphs=len(est.subgraphs),
         load_avg=meas.load_avg,
+        busy_before=meas.busy_before,
         by_class=merge_breakdowns(pred_class, meas.by_class_s, meas.class_counts),
         by_module=merge_breakdowns(pred_module, meas.by_module_s),
         worst=tuple(SubgraphRow(s.name, s.op_class.value, s.latency_s, s.bound.value, s.explanation)
@@ -226,3 +235,30 @@ def predicted_breakdowns(part: Any, est: Any, prefixes: Sequence[str]) -> tuple[
             key = next((p for p in prefixes if path == p or path.startswith(p + ".")), "<other>")
             by_module[key] = by_module.get(key, 0.0) + s.latency_s
     return by_class, by_module
+
+
+def repredict(report: ValidationReport, profile: Any, hardware_dirs: Sequence[Any] = (),
+              shapes: Shapes | None = None) -> ValidationReport:
+    """The same measurements against another profile (e.g. the uncalibrated datasheet one):
+    every case is predicted again; nothing is re-run, so both reports share their timings."""
+    prof = resolve_profile(profile, hardware_dirs)
+    cases = []
+    for c in report.cases:
+        if not c.ok:
+            cases.append(c)
+            continue
+        part, est = predict(c.model, c.batch, prof, report.precision, report.strategy, shapes)
+        pred_class, pred_module = predicted_breakdowns(part, est, tuple(b.key for b in c.by_module))
+        measured_class = {b.key: b.measured_s for b in c.by_class}
+        counts = {b.key: b.count for b in c.by_class}
+        worst = sorted(est.subgraphs, key=lambda s: -s.latency_s)[:5]
+        cases.append(replace(
+            c, predicted_s=est.latency_s, bound=est.bound.value,
+            bound_share={b.value: v for b, v in est.bound_share().items()}, subgraphs=len(est.subgraphs),
+            by_class=merge_breakdowns(pred_class, measured_class, counts),
+            by_module=merge_breakdowns(pred_module, {b.key: b.measured_s for b in c.by_module}),
+            worst=tuple(SubgraphRow(s.name, s.op_class.value, s.latency_s, s.bound.value, s.explanation)
+                        for s in worst),
+            estimate=est,
+        ))
+    return replace(report, profile=_profile_name(prof), provenance=_provenance(prof), cases=tuple(cases))

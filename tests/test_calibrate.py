@@ -1,0 +1,184 @@
+"""Calibration: the quick run end to end, the tables it writes, and how the mapper reads them."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from dnnmap.calibrate import calibrate, plan_for
+from dnnmap.calibrate.tables import _rate, level_bandwidths
+from dnnmap.errors import DnnmapError
+from dnnmap.hardware.interp import shape_interpolate
+from dnnmap.hardware.loader import load_file
+from dnnmap.hardware.schema import EXAMPLE, ConvKind, HardwareProfile, Precision, ShapePoint
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, HardwareProfile, float]:
+    path = tmp_path_factory.mktemp("cal") / "this-cpu.yaml"
+    start = time.perf_counter()
+    prof = calibrate("cpu", quick=True, out=path)
+    return path, prof, time.perf_counter() - start
+
+
+def test_quick_calibration_writes_a_valid_measured_profile(quick: tuple[Path, HardwareProfile, float]) -> None:
+    path, prof, elapsed = quick
+    assert elapsed < 120  # budget 30 s on a quiet machine; generous for a shared CI runner
+    loaded = load_file(path)  # the file passes the strict schema on its own
+    assert loaded == prof
+    assert prof.provenance.value == "calibrated" and prof.device_class.value == "cpu"
+    cal = prof.calibration
+    assert cal.meta.device == "cpu" and cal.meta.quick and cal.meta.threads == torch.get_num_threads()
+    assert cal.meta.library_versions["torch"] == torch.__version__
+    for key in ("peak_tflops", "vector_peak_tflops", "kernel_launch_us", "calibration"):
+        assert prof.sources[key].startswith("measured"), key
+    assert all("bandwidth measured" in prof.source(f"memory.{m.name}") for m in prof.memory)
+    # the tables: shape grids of the quick plan, sweeps for every level, dispatch per op kind
+    grid = plan_for("cpu", quick=True).gemm_fp32
+    assert len(cal.gemm_shapes[Precision.FP32]) == len(grid.m) * len(grid.n) * len(grid.k)
+    assert set(cal.conv_shapes) == {ConvKind.DENSE, ConvKind.POINTWISE, ConvKind.DEPTHWISE}
+    assert {"dispatch_conv_us", "dispatch_view_us", "exp_per_s", "op_max_pool2d_flops_per_s"} <= set(cal.scalars)
+    assert cal.dispatch_us == prof.kernel_launch_us > 0
+    text = path.read_text()
+    assert "no model was timed" in text  # the held-out statement travels with the file
+
+
+def test_measured_points_never_exceed_the_measured_peak(quick: tuple[Path, HardwareProfile, float]) -> None:
+    _, prof, _ = quick
+    cal = prof.calibration
+    for prec, pts in cal.gemm_shapes.items():
+        assert max(p.achieved_tflops for p in pts) <= prof.peak_tflops[prec]
+    top = prof.memory[0].bandwidth_gbps
+    assert all(p.achieved_gbps <= top for pts in cal.bandwidth.values() for p in pts)
+    bws = [m.bandwidth_gbps for m in prof.memory]
+    assert bws == sorted(bws, reverse=True)  # nearer levels are never slower
+
+
+def test_never_overwrites_without_force(quick: tuple[Path, HardwareProfile, float]) -> None:
+    path, _, _ = quick
+    before = path.read_text()
+    t0 = time.perf_counter()
+    with pytest.raises(DnnmapError, match="exists"):
+        calibrate("cpu", quick=True, out=path)
+    assert time.perf_counter() - t0 < 1.0  # refused before measuring anything
+    assert path.read_text() == before
+
+
+def test_cli_calibrate_refuses_existing_file(tmp_path: Path) -> None:
+    from dnnmap.cli.calibrate_cmd import register
+
+    app = typer.Typer()
+    register(app)
+    out = tmp_path / "mine.yaml"
+    out.write_text("name: hand-written\n")
+    res = CliRunner().invoke(app, ["calibrate", "--quick", "--out", str(out)])
+    assert res.exit_code != 0 and "exists" in res.output
+    assert out.read_text() == "name: hand-written\n"
+
+
+# -- the size-efficiency interpolation -------------------------------------------------------
+def _grid(f) -> list[ShapePoint]:
+    axes = (1, 16, 256)
+    return [ShapePoint(m=m, n=n, k=k, achieved_tflops=f(m, n, k)) for m in axes for n in axes for k in axes]
+
+
+def test_shape_interpolation_is_exact_on_grid_and_multilinear_in_log() -> None:
+    # a function linear in (log m, log n, log k) is reproduced exactly between grid points
+    def f(m: float, n: float, k: float) -> float:
+        return 1.0 + 0.5 * math.log(m) + 0.25 * math.log(n) + 0.125 * math.log(k)
+
+    pts = _grid(f)
+    for p in pts:
+        assert shape_interpolate(pts, p.m, p.n, p.k) == pytest.approx(p.achieved_tflops)
+    for m, n, k in ((4, 4, 4), (2, 100, 50), (200, 3, 17)):
+        assert shape_interpolate(pts, m, n, k) == pytest.approx(f(m, n, k))
+    # clamped outside the grid: no extrapolation
+    assert shape_interpolate(pts, 10**6, 1, 1) == pytest.approx(f(256, 1, 1))
+    assert shape_interpolate(pts, 0.5, 10**6, 10**6) == pytest.approx(f(1, 256, 256))
+
+
+def test_shape_interpolation_uses_products_across_axes() -> None:
+    # f = log m * log n is bilinear in the logs: midpoint of a cell = mean of its corners
+    pts = _grid(lambda m, n, k: 1.0 + math.log(m) * math.log(n))
+    mid = shape_interpolate(pts, 4, 4, 1)  # log 4 = (log 1 + log 16) / 2 on both axes
+    corners = [1.0 + math.log(a) * math.log(b) for a in (1, 16) for b in (1, 16)]
+    assert mid == pytest.approx(sum(corners) / 4)
+
+
+def test_dispatch_is_taken_out_of_the_table_and_capped() -> None:
+    # 2 MFLOP in 30 us with 10 us of dispatch -> 2e6 / 20e-6 = 1e11 FLOP/s
+    assert _rate(2_000_000, 30e-6, 10e-6, 1e12) == pytest.approx(2e6 / 20e-6)
+    # all dispatch: the compute part is at most flops / peak, i.e. the rate is the peak
+    assert _rate(2_000_000, 10e-6, 10e-6, 1e12) == 1e12
+
+
+def test_level_bandwidths_are_monotone_and_cover_every_point() -> None:
+    pts = [{"working_set_bytes": ws, "achieved_gbps": bw}
+           for ws, bw in ((4096, 90.0), (65536, 120.0), (4 << 20, 60.0), (256 << 20, 20.0))]
+    bws = level_bandwidths(pts, [(0, 32768), (32768, 1 << 20), (1 << 20, 16 << 20), (64 << 20, 1 << 62)])
+    # L1's own point (90) was disturbed: the L2 point (120) shows L1 is at least that fast
+    assert bws == [120.0, 120.0, 60.0, 20.0]
+
+
+# -- the mapper reads the tables -----------------------------------------------------------
+def _toy_calibrated(conv_tflops: float, dispatch_conv_us: float, view_us: float) -> HardwareProfile:
+    axes = (1, 64, 4096)
+    shapes = [{"m": m, "n": n, "k": k, "achieved_tflops": conv_tflops} for m in axes for n in axes for k in axes]
+    data = {**EXAMPLE, "provenance": "calibrated", "calibration": {
+        "meta": {"machine": "toy", "device": "cpu", "date": "2026-01-01T00:00:00Z"},
+        "conv_shapes": {"dense": {"fp32": shapes}, "pointwise": {"fp32": shapes}},
+        "gemm_shapes": {"fp32": shapes},
+        "bandwidth": {"copy": [{"working_set_bytes": 1024, "achieved_gbps": 10.0},
+                               {"working_set_bytes": 2**30, "achieved_gbps": 10.0}]},
+        "dispatch_us": 1.0,
+        "scalars": {"dispatch_conv_us": dispatch_conv_us, "dispatch_view_us": view_us,
+                    "dispatch_elementwise_us": 1.0, "dispatch_normalization_us": 1.0,
+                    "dispatch_matmul_us": 1.0, "dispatch_reduction_us": 1.0},
+    }}
+    data["sources"] = {**EXAMPLE["sources"], "calibration": "measured: a test"}
+    return HardwareProfile.model_validate(data)
+
+
+def test_mapper_uses_measured_conv_rate_and_dispatch() -> None:
+    from dnnmap.costs import count_graph
+    from dnnmap.fusion import partition
+    from dnnmap.fusion.toy import residual_block
+    from dnnmap.mapping import map_partition
+
+    prof = _toy_calibrated(conv_tflops=0.05, dispatch_conv_us=7.0, view_us=0.5)
+    part = partition(count_graph(residual_block(c=8, hw=8)), "unfused")
+    est = map_partition(part, prof)
+    conv = next(s for s in est.subgraphs if s.op_class.value == "conv")
+    sg = next(g for g in part.subgraphs if g.id == conv.subgraph_id)
+    views = len(sg.op_ids) - 1  # views folded into the conv's subgraph, each its own eager call
+    assert conv.compute_s == pytest.approx(conv.tensor_flops / 0.05e12)
+    assert conv.overhead_s == pytest.approx((7.0 + views * 0.5) * 1e-6)
+    assert est.provenance.value == "calibrated"
+
+
+def test_yaml_round_trip_keeps_the_tables(quick: tuple[Path, HardwareProfile, float]) -> None:
+    path, prof, _ = quick
+    data = yaml.safe_load(path.read_text())
+    assert data["calibration"]["gemm_shapes"]["fp32"][0].keys() == {"m", "n", "k", "achieved_tflops"}
+    assert HardwareProfile.model_validate(data) == prof
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_quick_calibration(tmp_path: Path) -> None:  # pragma: no cover - GPU only
+    prof = calibrate("cuda", quick=True, out=tmp_path / "gpu.yaml")
+    assert prof.device_class.value == "gpu" and prof.calibration.meta.device == "cuda"
+    assert prof.calibration.gemm_shapes
+
+
+def test_cuda_request_without_a_gpu_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DnnmapError, match="cuda"):
+        calibrate("cuda", quick=True)
