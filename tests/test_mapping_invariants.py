@@ -91,9 +91,8 @@ def build(recipe: tuple[int, list[tuple[str, int, int]]], rows: int) -> Graph:
             t = b.op("aten.mul.Tensor", [t, y], (rows, d), m)
         elif kind == "linear":
             t = b.linear(x, d, m)
-        elif kind == "mm":  # activation x a square weight-free operand: [rows, d] @ [d, d]
-            sq = b.op("aten.slice.Tensor", [y], (d, d), m, ("self",), {"dim": 0, "start": 0, "end": d}, view=True) if rows >= d else b.linear(y, d, m)
-            t = b.op("aten.mm.default", [x, sq], (rows, d), m, ("self", "mat2")) if rows >= d else sq
+        elif kind == "mm":  # [rows, d] @ [d, d] weight
+            t = b.op("aten.mm.default", [x, b.weight((d, d), f"{m}.w")], (rows, d), m, ("self", "mat2"))
         elif kind == "layer_norm":
             t = b.op("aten.layer_norm.default", [x], (rows, d), m, ("input",), {"normalized_shape": (d,)})
         else:

@@ -85,14 +85,19 @@ def write_text(path: Path, text: str, force: bool) -> None:
     if str(path) == "-":
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    if path.exists() and not force:
-        if sys.stdin.isatty() and typer.confirm(f"{path} exists. Overwrite?", default=False):
-            pass
-        else:
-            raise DnnmapError(f"{path} exists; not overwriting it (use --force)")
+    refuse_overwrite(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     err_console.print(f"wrote {path}")
+
+
+def refuse_overwrite(path: Path, force: bool) -> None:
+    """Raise unless ``path`` is new, ``force`` is given, or the user says yes at a terminal."""
+    if not path.exists() or force:
+        return
+    if sys.stdin.isatty() and typer.confirm(f"{path} exists. Overwrite?", default=False):
+        return
+    raise DnnmapError(f"{path} exists; not overwriting it (use --force)")
 
 
 def write_json(path: Path, data: Any, force: bool) -> None:

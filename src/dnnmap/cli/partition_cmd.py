@@ -1,5 +1,4 @@
-"""``dnnmap partition MODEL --strategy S``: the kernels a compiler would launch, and how many
-can run at once. The lead registers it: ``partition_cmd.register(app)``."""
+"""``dnnmap partition MODEL --strategy S``: the kernels a compiler would launch, and their parallelism."""
 
 from __future__ import annotations
 
@@ -20,8 +19,11 @@ from dnnmap.cli.common import (
     console,
     err_console,
     handle_errors,
+    refuse_overwrite,
     write_json,
 )
+
+StrategyOpt = Annotated[str, typer.Option("--strategy", "-s", help="unfused, greedy or compiler (default)")]
 
 
 def register(app: typer.Typer) -> None:
@@ -31,42 +33,36 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def partition(
     model: ModelArg,
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="unfused, greedy or compiler")] = "compiler",
-    budget: Annotated[
-        int | None, typer.Option("--budget", min=1, help="On-chip memory budget in bytes: no kernel's working set beyond it")
-    ] = None,
+    strategy: StrategyOpt = "compiler",
     batch: BatchOpt = 1,
     input_shape: InputShapeOpt = None,
     seq_len: SeqLenOpt = None,
     dtype: DtypeOpt = "fp32",
-    top: Annotated[int, typer.Option("--top", min=0, help="Rows of the subgraph table (0: all)")] = 60,
+    onchip_budget: Annotated[
+        int | None, typer.Option("--onchip-budget", min=1, help="Largest working set of one kernel, bytes")
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows of the subgraph table")] = 60,
+    dot: Annotated[Path | None, typer.Option("--dot", help="Write Graphviz (and SVG when `dot` is installed)")] = None,
     json_out: JsonOpt = None,
-    dot: Annotated[Path | None, typer.Option("--dot", help="Write Graphviz to FILE (and FILE.svg when `dot` is installed)")] = None,
     force: ForceOpt = False,
 ) -> None:
-    """Fuse ops into kernels (subgraphs): table, DRAM traffic saved, stages, critical path."""
-    from dnnmap.api import partition as api_partition
-    from dnnmap.concurrency import analyze
-    from dnnmap.fusion import parse_strategy
+    """Fuse ops into kernels (subgraphs) and analyse stages, width and critical path."""
+    from dnnmap.api import _counted
+    from dnnmap.concurrency import analyze as concurrency
+    from dnnmap.fusion import partition as fuse
+    from dnnmap.fusion import unfused_external_bytes
     from dnnmap.report.partition import partition_to_dict, render_partition, write_dot
 
-    parse_strategy(strategy)  # a misspelt strategy fails before the capture
-    p = api_partition(model, strategy=strategy, onchip_budget_bytes=budget,
-                      **capture_kwargs(batch, input_shape, seq_len, dtype))
-    conc = analyze(p)
-    if json_out is not None:
-        write_json(json_out, partition_to_dict(p, conc), force)
+    counted = _counted(model, **capture_kwargs(batch, input_shape, seq_len, dtype))
+    part = fuse(counted, strategy=strategy, onchip_budget_bytes=onchip_budget)
+    conc = concurrency(part)
+    base = unfused_external_bytes(part)
     if dot is not None:
-        if dot.exists() and not force:
-            raise_exists(dot)
-        for f in write_dot(p, dot):
+        refuse_overwrite(dot, force)
+        for f in write_dot(part, dot):
             err_console.print(f"wrote {f}")
+    if json_out is not None:
+        write_json(json_out, partition_to_dict(part, conc, base), force)
     if str(json_out) != "-":
-        for r in render_partition(p, conc, top=top or None):
+        for r in render_partition(part, conc, top=top, unfused_bytes=base):
             console.print(r)
-
-
-def raise_exists(path: Path) -> None:
-    from dnnmap.errors import DnnmapError
-
-    raise DnnmapError(f"{path} exists; not overwriting it (use --force)")
