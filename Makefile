@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dnnmap analyze resnet50 --hardware h100-sxm5 --batch 1
+	$(BIN)/dnnmap analyze resnet50 --hardware h100-sxm5 --precision bf16 --batch 1 --top 12
+	$(BIN)/dnnmap compare resnet50 --hardware all --precision bf16 --batch 1
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile

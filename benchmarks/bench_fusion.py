@@ -9,8 +9,9 @@ Writes the tables between the bench markers of docs/fusion.md. Every model is ca
 fake tensors at batch 1, fp32 (sequence 128 for BERT / GPT-2, 2048 for Llama), counted, and
 partitioned by ``unfused``, ``greedy``, ``compiler`` and ``compiler`` with
 ``INDUCTOR_DEFAULT``. Inductor runs the real model (random weights, batch 1) under
-``torch.compile`` on the CPU; its kernels are the scheduler's nodes after fusion
-(library calls + generated C++ kernels) and its bytes ``metrics.num_bytes_accessed``.
+``torch.compile`` on the CPU, once by default and once with ``freezing`` (weights folded as
+constants, oneDNN post-op fusion): kernels are the calls in its generated code, bytes its
+``metrics.num_bytes_accessed``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ BLOCKS = {  # transformer: regex picking the block index out of a kernel's modul
     "hf:gpt2": r"transformer\.h\.(\d+)",
     "hf:llama-3-8b": r"layers\.(\d+)",
 }
-INDUCTOR_MODELS = ("resnet18", "mobilenet_v2", "vit_b_16")
+INDUCTOR_MODELS = ("resnet18", "mobilenet_v2", "vit_b_16")  # ~25 s per compile here
 # the seed's summary (000_4f1cabf001b236be.md), FX module-level graphs
 SEED = {
     "resnet18": {"ops": 60, "greedy": 32, "saved": 0.196, "saved_mb": 19.2, "width": 12, "cp": 9},
@@ -114,13 +115,18 @@ def measure(name: str, batch: int = 1) -> Row:
 
 
 # -- Inductor ground truth ------------------------------------------------------------------------
-def inductor(name: str) -> dict[str, object]:
-    """Compile the real model with Inductor on the CPU; count its scheduler nodes and bytes."""
+def inductor(name: str, freezing: bool) -> dict[str, object]:
+    """Compile the real model with Inductor on the CPU. Kernels: the calls in the generated
+    ``call()`` (library: ``extern_kernels.*`` / ``torch.ops.*``; generated: ``cpp_fused_*``).
+    Bytes: ``metrics.num_bytes_accessed`` (Inductor's own sum over its scheduler nodes; with
+    ``freezing`` the weights are constants and not counted)."""
     import torch
     import torchvision
     from torch._inductor import compile_fx, metrics
+    from torch._inductor.utils import run_and_get_code
 
     torch._inductor.config.force_disable_caches = True  # a cache hit would skip the scheduler
+    torch._inductor.config.freezing = freezing
     log = compile_fx.inductor_metrics_log  # num_bytes_accessed is only counted when this
     log.isEnabledFor = lambda level: True  # logger is on; switch it on without the log lines
     log.info = lambda *a, **k: None
@@ -131,14 +137,16 @@ def inductor(name: str) -> dict[str, object]:
     metrics.reset()
     t0 = time.perf_counter()
     with torch.no_grad():
-        torch.compile(model)(x)
+        _, codes = run_and_get_code(torch.compile(model), x)
     seconds = time.perf_counter() - t0
-    kinds = Counter(type(n).__name__ for n, _ in metrics.nodes_num_elem)
-    library = kinds.pop("ExternKernelSchedulerNode", 0) + kinds.pop("FallbackKernelSchedulerNode", 0)
-    kinds.pop("NopKernelSchedulerNode", None)
-    generated = sum(kinds.values())
+    code = "\n".join(codes)
+    body = code[code.index("def call("):]
+    calls = re.findall(r"\n\s+(?:\w+ = )?((?:extern_kernels|torch\.ops)\.[\w.]+|cpp_fused_\w+)\(", body)
+    generated = sum(c.startswith("cpp_fused") for c in calls)
+    library = len(calls) - generated
     return {"library": library, "generated": generated, "kernels": library + generated,
-            "bytes": metrics.num_bytes_accessed, "seconds": seconds}
+            "bytes": metrics.num_bytes_accessed, "seconds": seconds,
+            "library_ops": dict(Counter(c for c in calls if not c.startswith("cpp_fused")))}
 
 
 def llama70b() -> dict[str, float]:
@@ -204,14 +212,19 @@ def seed_table(rows: dict[str, Row]) -> str:
     return "\n".join(lines)
 
 
-def inductor_table(rows: dict[str, Row], ind: dict[str, dict[str, object]]) -> str:
-    lines = ["| model | Inductor kernels (library + generated) | dnnmap inductor-like | dnnmap compiler | "
-             "Inductor bytes MB | dnnmap inductor-like MB | dnnmap compiler MB | compile s |", "|" + "---|" * 8]
-    for name, d in ind.items():
+def inductor_table(rows: dict[str, Row], ind: dict[str, dict[bool, dict[str, object]]]) -> str:
+    lines = ["| model | Inductor | kernels (library + generated) | bytes MB | dnnmap | kernels | bytes MB "
+             "(all / activations) |", "|" + "---|" * 7]
+    for name, runs in ind.items():
         r = rows[name]
-        lines.append(f"| {name} | {d['kernels']} ({d['library']} + {d['generated']}) | {r.kernels['inductor-like']} | "
-                     f"{r.kernels['compiler']} | {_mb(d['bytes'])} | {_mb(r.traffic['inductor-like'])} | "
-                     f"{_mb(r.traffic['compiler'])} | {d['seconds']:.0f} |")
+        for freezing, strategy in ((False, "inductor-like"), (True, "compiler")):
+            d = runs[freezing]
+            act = r.traffic[strategy] - r.weights
+            lines.append(
+                f"| {name} | {'freezing' if freezing else 'default'} ({d['seconds']:.0f} s) | {d['kernels']} "
+                f"({d['library']} + {d['generated']}) | {_mb(d['bytes'])} | {strategy} | {r.kernels[strategy]} | "
+                f"{_mb(r.traffic[strategy])} / {_mb(act)} |"
+            )
     return "\n".join(lines)
 
 
@@ -274,7 +287,7 @@ def main() -> None:
         print(f"{name}: {rows[-1].kernels}  saved {_pct(rows[-1].saved('compiler'))}", flush=True)
     extra = [measure("hf:gpt2")] + ([] if args.no_llama else [measure("hf:llama-3-8b")])
     vit32 = measure("vit_b_16", batch=32)
-    ind = {} if args.no_inductor else {m: inductor(m) for m in INDUCTOR_MODELS}
+    ind = {} if args.no_inductor else {m: {f: inductor(m, f) for f in (False, True)} for m in INDUCTOR_MODELS}
     llama = None if args.no_llama else llama70b()
     flags = " ".join(f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v and k != "no_write")
     block = render(rows, extra, vit32, ind, llama, f".venv/bin/python benchmarks/bench_fusion.py {flags}".rstrip())

@@ -74,3 +74,45 @@ def test_debug_shows_the_exception(model_file: str) -> None:
     res = runner.invoke(app, ["--debug", "count", "resnet81"])
     assert res.exit_code != 0
     assert res.exception is not None  # re-raised, so typer/click shows the traceback
+
+
+def test_partition_json_and_dot(model_file: str, tmp_path: Path) -> None:
+    out, dot = tmp_path / "p.json", tmp_path / "p.dot"
+    res = runner.invoke(
+        app, ["partition", model_file, "--input-shape", "3,8,8", "--strategy", "unfused", "--json", str(out), "--dot", str(dot)]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    # conv, relu, pool, linear (+ the flatten view folded into a neighbour) -> 4 kernels unfused
+    assert data["summary"]["subgraphs"] == 4
+    assert "subgraph cluster_0" in dot.read_text()
+
+
+def test_analyze_and_compare_json(model_file: str, tmp_path: Path) -> None:
+    out = tmp_path / "a.json"
+    res = runner.invoke(app, ["analyze", model_file, "--input-shape", "3,8,8", "--hardware", "h100-sxm5", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    est = json.loads(out.read_text())["summary"]
+    assert est["device"] == "h100-sxm5"
+    assert est["latency_s"] > 0
+    assert est["throughput_per_s"] == 1 / est["latency_s"]  # batch 1
+    out2 = tmp_path / "c.json"
+    res = runner.invoke(
+        app, ["compare", model_file, "--input-shape", "3,8,8", "--hardware", "h100-sxm5,kpu-t2", "--json", str(out2)]
+    )
+    assert res.exit_code == 0, res.output
+    cmp = json.loads(out2.read_text())
+    assert [e["device"] for e in cmp["devices"]] == ["h100-sxm5", "kpu-t2"]
+
+
+def test_unknown_hardware_suggests_close_names(model_file: str) -> None:
+    res = runner.invoke(app, ["analyze", model_file, "--input-shape", "3,8,8", "--hardware", "h100-sxm"])
+    assert res.exit_code == 2
+    assert "h100-sxm5" in res.output
+
+
+def test_hardware_list_and_show() -> None:
+    res = runner.invoke(app, ["hardware", "list"])
+    assert res.exit_code == 0 and "kpu-t2" in res.output
+    res = runner.invoke(app, ["hardware", "show", "kpu-t2"])
+    assert res.exit_code == 0 and "seed summary" in res.output

@@ -54,3 +54,66 @@ def partition(model: Any, strategy: str = "compiler", onchip_budget_bytes: int |
     from dnnmap.fusion import partition as _partition
 
     return _partition(_counted(model, **capture_kwargs), strategy=strategy, onchip_budget_bytes=onchip_budget_bytes)
+
+
+def analyze(
+    model: Any,
+    hardware: Any,
+    *,
+    batch: int = 1,
+    precision: str = "fp32",
+    strategy: str = "compiler",
+    streams: int = 1,
+    onchip_budget_bytes: int | None = None,
+    hardware_dirs: Sequence[str] = (),
+    **capture_kwargs: Any,
+):  # noqa: ANN201 - mapping.Estimate
+    """Predict latency, throughput, utilization and energy of ``model`` on one device.
+
+    ``hardware`` is a profile name (``"h100-sxm5"``), a YAML path or a ``HardwareProfile``.
+    The model is captured once at ``capture_kwargs['dtype']`` (fp32 by default); ``precision``
+    rescales every floating tensor's bytes and picks the device's peak for that precision.
+    """
+    from dnnmap.mapping import map_partition
+
+    profile = _profile(hardware, hardware_dirs)
+    part = partition(model, strategy, onchip_budget_bytes, batch=batch, **capture_kwargs)
+    return map_partition(part, profile, precision=precision, batch=batch, streams=streams)
+
+
+def compare(
+    model: Any,
+    hardware: Sequence[Any] | str = "all",
+    *,
+    batch: int = 1,
+    precision: str = "fp32",
+    strategy: str = "compiler",
+    streams: int = 1,
+    baseline: str | None = None,
+    onchip_budget_bytes: int | None = None,
+    hardware_dirs: Sequence[str] = (),
+    **capture_kwargs: Any,
+):  # noqa: ANN201 - mapping.Comparison
+    """Map one capture and one partition of ``model`` onto several devices side by side.
+
+    ``hardware`` is ``"all"``, a comma-separated string, or a sequence of names / profiles.
+    Capture and partition are done once and shared by every device.
+    """
+    from dnnmap.hardware import list_profiles
+    from dnnmap.mapping import compare_partition
+
+    if isinstance(hardware, str):
+        if hardware == "all":
+            profiles = list_profiles(hardware_dirs)
+        else:
+            profiles = [_profile(h.strip(), hardware_dirs) for h in hardware.split(",") if h.strip()]
+    else:
+        profiles = [_profile(h, hardware_dirs) for h in hardware]
+    part = partition(model, strategy, onchip_budget_bytes, batch=batch, **capture_kwargs)
+    return compare_partition(part, profiles, precision=precision, batch=batch, streams=streams, baseline=baseline)
+
+
+def _profile(hardware: Any, hardware_dirs: Sequence[str]):  # noqa: ANN202
+    from dnnmap.hardware import HardwareProfile, load_profile
+
+    return hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware, hardware_dirs)

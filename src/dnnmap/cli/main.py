@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli import calibrate_cmd, count_cmd, hardware_cmd, partition_cmd
+from dnnmap.cli import analyze_cmd, calibrate_cmd, count_cmd, hardware_cmd, partition_cmd
 from dnnmap.cli.common import STATE
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ def main(
 
 count_cmd.register(app)
 partition_cmd.register(app)
+analyze_cmd.register(app)
 hardware_cmd.register(app)
 calibrate_cmd.register(app)
 

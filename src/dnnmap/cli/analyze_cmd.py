@@ -1,0 +1,111 @@
+"""``dnnmap analyze MODEL --hardware NAME`` and ``dnnmap compare MODEL --hardware a,b|all``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dnnmap.cli.common import (
+    BatchOpt,
+    CsvOpt,
+    DtypeOpt,
+    ForceOpt,
+    HardwareDirOpt,
+    InputShapeOpt,
+    JsonOpt,
+    ModelArg,
+    SeqLenOpt,
+    capture_kwargs,
+    console,
+    handle_errors,
+    write_json,
+    write_text,
+)
+from dnnmap.cli.partition_cmd import StrategyOpt
+
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", "-p", help="fp32, tf32, bf16, fp16, fp8 or int8: bytes moved and the peak used")
+]
+StreamsOpt = Annotated[int, typer.Option("--streams", min=1, help="Concurrent streams for independent kernels (GPU)")]
+BudgetOpt = Annotated[
+    int | None, typer.Option("--onchip-budget", min=1, help="Bound each fused kernel's working set, bytes")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze)
+    app.command("compare")(compare)
+
+
+@handle_errors
+def analyze(
+    model: ModelArg,
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Profile name (dnnmap hardware list) or YAML path")],
+    batch: BatchOpt = 1,
+    precision: PrecisionOpt = "fp32",
+    strategy: StrategyOpt = "compiler",
+    streams: StreamsOpt = 1,
+    onchip_budget: BudgetOpt = None,
+    input_shape: InputShapeOpt = None,
+    seq_len: SeqLenOpt = None,
+    dtype: DtypeOpt = "fp32",
+    top: Annotated[int | None, typer.Option("--top", min=1, help="Rows of the subgraph table (default: all)")] = None,
+    hardware_dir: HardwareDirOpt = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Predict latency, throughput, utilization and energy on one device, per fused kernel."""
+    from dnnmap.api import analyze as api_analyze
+    from dnnmap.report.estimate import estimate_dataframe, estimate_to_dict, render_analyze
+
+    kw = capture_kwargs(batch, input_shape, seq_len, dtype)
+    kw.pop("batch")
+    est = api_analyze(
+        model, hardware, batch=batch, precision=precision, strategy=strategy, streams=streams,
+        onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()], **kw,
+    )
+    if json_out is not None:
+        write_json(json_out, estimate_to_dict(est), force)
+    if csv_out is not None:
+        write_text(csv_out, estimate_dataframe(est).to_csv(index=False), force)
+    if "-" not in (str(json_out), str(csv_out)):
+        for r in render_analyze(est, top=top):
+            console.print(r)
+
+
+@handle_errors
+def compare(
+    model: ModelArg,
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Comma-separated profile names, or 'all'")] = "all",
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Device the speed-up is measured against")] = None,
+    batch: BatchOpt = 1,
+    precision: PrecisionOpt = "fp32",
+    strategy: StrategyOpt = "compiler",
+    streams: StreamsOpt = 1,
+    onchip_budget: BudgetOpt = None,
+    input_shape: InputShapeOpt = None,
+    seq_len: SeqLenOpt = None,
+    dtype: DtypeOpt = "fp32",
+    hardware_dir: HardwareDirOpt = None,
+    json_out: JsonOpt = None,
+    csv_out: CsvOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Devices side by side: latency, throughput, utilization, energy, speed-up over a baseline."""
+    from dnnmap.api import compare as api_compare
+    from dnnmap.report.estimate import comparison_dataframe, comparison_to_dict, render_compare
+
+    kw = capture_kwargs(batch, input_shape, seq_len, dtype)
+    kw.pop("batch")
+    cmp = api_compare(
+        model, hardware, batch=batch, precision=precision, strategy=strategy, streams=streams, baseline=baseline,
+        onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()], **kw,
+    )
+    if json_out is not None:
+        write_json(json_out, comparison_to_dict(cmp), force)
+    if csv_out is not None:
+        write_text(csv_out, comparison_dataframe(cmp).to_csv(index=False), force)
+    if "-" not in (str(json_out), str(csv_out)):
+        console.print(render_compare(cmp))
