@@ -127,3 +127,21 @@ def test_concurrency_on_resnet18() -> None:
     # everything else
     assert c.subgraphs.max_width == 2
     assert c.subgraphs.num_stages == len(p.subgraphs) - 3
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "vit_b_16", "hf:bert-base-uncased"])
+def test_properties_hold_on_real_models(name: str) -> None:
+    import networkx as nx
+
+    c = _counted(name)
+    unfused = partition(c, "unfused")
+    for strategy in ("unfused", "greedy", "compiler"):
+        p = partition(c, strategy)
+        ops = [o for s in p.subgraphs for o in s.op_ids]
+        assert sorted(ops) == sorted(op.id for op in c.graph.ops) and len(ops) == len(set(ops))
+        assert sum(s.flops for s in p.subgraphs) == c.total.flops
+        assert nx.is_directed_acyclic_graph(nx.DiGraph(p.edges))
+        assert p.external_bytes <= unfused.external_bytes
+        conc = analyze(p)
+        stage = {n: k for k, st in enumerate(conc.subgraphs.stages) for n in st}
+        assert all(stage[a] < stage[b] for a, b in p.edges)

@@ -200,3 +200,17 @@ def test_costs_summed_per_subgraph() -> None:
     p = partition(c, "compiler")
     for s in p.subgraphs:
         assert s.cost == sum((c.costs[o] for o in s.op_ids), OpCost.zeros())
+
+
+@pytest.mark.slow
+def test_ten_thousand_ops_partition_fast() -> None:
+    import time
+
+    from dnnmap.fusion.toy import encoder_stack
+
+    c = count_graph(encoder_stack(400))
+    assert len(c.graph.ops) == 400 * 25
+    t0 = time.perf_counter()
+    p = partition(c, "compiler")
+    assert time.perf_counter() - t0 < 5.0
+    assert len(p.subgraphs) == 400 * 5

@@ -25,6 +25,7 @@ from dnnmap.calibrate.microbench import (
     GemmPoint,
     ScalarPoint,
     dtype_supported,
+    fresh_page_cost,
     thread_scaling,
     time_bandwidth,
     time_conv,
@@ -71,6 +72,7 @@ class Measurements:
     versions: dict[str, str] = field(default_factory=dict)
     cpu_signature: dict[str, str] = field(default_factory=dict)
     quick: bool = False
+    conv_precision: str = "fp32"  # "tf32" on a GPU whose cuDNN convs use TF32 tensor cores
 
     def scalar(self, name: str) -> float | None:
         for s in self.scalars:
@@ -139,28 +141,25 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
               step: _Steps, tag: str) -> None:
     """Every sweep once; each point is kept if it beat the previous passes."""
     r, s = plan.runs, plan.min_seconds
-    _settle(plan)
-    for pt in tiny_op_latencies(timer, runs=r) + transcendental_rates(timer, runs=r):
+    _settle(plan)  # once per pass: under a steady background load, waiting longer buys nothing
+    extra = [fresh_page_cost(timer, runs=r)] if plan.device == "cpu" else []
+    for pt in tiny_op_latencies(timer, runs=r) + transcendental_rates(timer, runs=r) + extra:
         store.scalar(pt)
     step(f"dispatch overhead, transcendentals{tag}")
     for grid in _gemm_grids(plan, dtypes):
-        _settle(plan)
         for m, n, k in grid.points():
             _keep_faster(store.gemm, (grid.dtype, m, n, k),
                          time_gemm(timer, grid.dtype, m, n, k, runs=r, min_seconds=s))
             step(f"GEMM {grid.dtype} {m}x{n}x{k}{tag}")
     for cg in plan.convs:
-        _settle(plan)
         for hw, cin, cout in cg.points():
             _keep_faster(store.conv, (cg.kind, cg.kernel, hw, cin, cout),
                          time_conv(timer, cg.kind, cg.kernel, hw, cin, cout, runs=r, min_seconds=s))
             step(f"{cg.kind} {cg.kernel}x{cg.kernel} {hw}x{hw} {cin}->{cout}{tag}")
     for kind in ("read", "copy", "add"):
-        _settle(plan)
         for ws in plan.bandwidth_bytes:
             _keep_faster(store.bandwidth, (kind, ws), time_bandwidth(timer, kind, ws, runs=r, min_seconds=s))
             step(f"{kind} bandwidth {ws / 1024:.0f} KiB{tag}")
-    _settle(plan)
     for pt in time_opkinds(timer, plan.opkinds, costs, runs=r, min_seconds=s):
         _keep_faster(store.opkinds, (pt.name,), pt)
     step(f"op kinds (pooling, normalization, activations){tag}")
@@ -199,4 +198,5 @@ def collect(plan: Plan, progress: Progress | None = None) -> Measurements:
         versions=library_versions(),
         cpu_signature=cpu_signature() if plan.device == "cpu" else {},
         quick=plan.quick,
+        conv_precision="tf32" if plan.device == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32",
     )

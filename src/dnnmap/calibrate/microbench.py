@@ -194,6 +194,20 @@ def tiny_op_latencies(timer: Timer, *, runs: int) -> list[ScalarPoint]:
     return out
 
 
+def fresh_page_cost(timer: Timer, *, runs: int) -> ScalarPoint:
+    """Seconds per 4 KiB page of memory the allocator gets fresh from the OS: a 64 MiB tensor
+    (above glibc's largest mmap threshold, so every allocation is a new mapping) zero-filled,
+    minus the same fill into a reused buffer. Eager runs pay it whenever the allocator hands
+    out fresh pages, which depends on its state, not on the model's kernels."""
+    n = (64 << 20) // 4
+    buf = torch.empty(n, device=timer.device)
+    with torch.inference_mode():
+        fresh = timer.time(lambda: torch.empty(n, device=timer.device).fill_(0.0), min_runs=runs, min_seconds=0.0)
+        reused = timer.time(lambda: buf.fill_(0.0), min_runs=runs, min_seconds=0.0)
+    pages = (64 << 20) // 4096
+    return ScalarPoint("fresh_page", max(fresh.median_s - reused.median_s, 0.0) / pages, "s", fresh.spread)
+
+
 def transcendental_rates(timer: Timer, *, runs: int) -> list[ScalarPoint]:
     """Evaluations per second of exp / tanh / erf on an L2-resident fp32 vector (64 K elements,
     256 KiB), so the unit's throughput is measured, not DRAM."""

@@ -121,7 +121,7 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         min_seconds=0.02,
         passes=3,
         opkinds=ALL_OPKINDS,
-        idle_wait_s=20.0,
+        idle_wait_s=10.0,
     )
 
 

@@ -156,8 +156,10 @@ def profile_dict(meas: Measurements, name: str, base: HardwareProfile | None = N
     clocks = base.clocks.model_dump(mode="json") if base is not None else {"base_mhz": mhz or 1000.0, "boost_mhz": mhz or 1000.0}
     if base is not None:
         src["clocks"] = base.source("clocks") or f"from {base.name}"
-    else:
+    elif meas.device == "cpu":
         src["clocks"] = _OS + " (cpu MHz: the nominal clock; the measured peak implies the boost)"
+    else:
+        src["clocks"] = "estimated: placeholder (torch does not report GPU clocks); pass --base NAME to take them from a datasheet profile"
     tf = {k: _tf_peak(v) for k, v in peaks.items()}
     # CPU: the SIMD FMA units do both matrix and vector work; GPU: fp32 without TF32 = CUDA cores
     vector = {"fp32": tf["fp32"]}

@@ -50,9 +50,10 @@ def measured_peaks(meas: Measurements) -> dict[str, float]:
     for p in meas.gemm:
         k = _PREC[p.dtype]
         peaks[k] = max(peaks.get(k, 0.0), _raw_rate(p.flops, p.seconds))
-    fp32 = [_raw_rate(c.flops, c.seconds) for c in meas.conv]
-    if fp32:
-        peaks["fp32"] = max(peaks.get("fp32", 0.0), *fp32)
+    conv = [_raw_rate(c.flops, c.seconds) for c in meas.conv]
+    if conv:
+        k = meas.conv_precision
+        peaks[k] = max(peaks.get(k, 0.0), *conv)
     return peaks
 
 
@@ -110,14 +111,15 @@ def gemm_tables(meas: Measurements, peaks: dict[str, float]) -> tuple[dict, dict
 
 
 def conv_tables(meas: Measurements, peaks: dict[str, float]) -> tuple[dict, dict]:
-    """(conv_shapes, conv) per conv kind, fp32 (eager convs run in the model's dtype)."""
-    d = _dispatch_s(meas, "conv")
+    """(conv_shapes, conv) per conv kind, at the precision the fp32 convs ran in (fp32 on a
+    CPU; tf32 on a GPU whose cuDNN uses TF32 for fp32 convs)."""
+    d, prec = _dispatch_s(meas, "conv"), meas.conv_precision
     by_kind: dict[str, list[ConvPoint]] = {}
     for c in meas.conv:
         by_kind.setdefault(_CONV_KIND[c.kind], []).append(c)
-    shapes = {kind: {"fp32": _shape_table((*c.gemm_mnk, _rate(c.flops, c.seconds, d, peaks["fp32"])) for c in v)}
+    shapes = {kind: {prec: _shape_table((*c.gemm_mnk, _rate(c.flops, c.seconds, d, peaks[prec])) for c in v)}
               for kind, v in by_kind.items()}
-    return shapes, {kind: {"fp32": _flops_table(t["fp32"])} for kind, t in shapes.items()}
+    return shapes, {kind: {prec: _flops_table(t[prec])} for kind, t in shapes.items()}
 
 
 def bandwidth_tables(meas: Measurements) -> dict[str, list[dict[str, float]]]:
@@ -181,6 +183,8 @@ def scalars(meas: Measurements, vector_peak: float) -> dict[str, float]:
     for s in meas.scalars:
         if s.name.startswith("dispatch."):
             out[f"dispatch_{s.name.split('.', 1)[1]}_us"] = round(s.value * 1e6, 4)
+        elif s.name == "fresh_page" and s.value > 0:
+            out["fresh_page_us"] = round(s.value * 1e6, 4)
         elif s.name.startswith("transcendental."):
             out[f"{s.name.split('.', 1)[1]}_per_s"] = float(f"{s.value:.5g}")
     t1, tn = meas.scalar("threads.1.add16MiB"), meas.scalar(f"threads.{meas.threads}.add16MiB")

@@ -36,6 +36,8 @@ _SHORT = {
 def short_name(op: Op, g: Graph, index: GraphIndex) -> str:
     """``aten.convolution.default`` -> ``conv``; a GEMM with a weight -> ``linear``."""
     name = op_name(op.target)
+    if name.endswith("_") and not name.startswith("_"):  # in-place variant: relu_ -> relu
+        name = name[:-1]
     if name in ("addmm", "mm", "linear", "matmul", "bmm") and any(
         index.is_static_storage(index.storage[t]) for t in op.inputs
     ):

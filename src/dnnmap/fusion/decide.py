@@ -79,7 +79,6 @@ class GroupSummary:
     row_wise: bool = True  # every reduction reduces the last dim only
     max_row: int = 0
     follower_only: bool = False  # only elementwise / normalization ops (greedy followers)
-    name: str = ""
 
 
 class FusionOracle(Protocol):

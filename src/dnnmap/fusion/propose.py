@@ -63,8 +63,9 @@ def _main_neighbour(idx: GraphIndex, cur: int, forward: bool) -> int | None:
 
 
 def _single_consumer_chain(idx: GraphIndex, start: int, forward: bool, stop) -> list[int]:  # noqa: ANN001
-    """Ops met walking from ``start`` through single-consumer pointwise/view ops until
-    ``stop(op_index)`` holds (that op included); [] if the walk leaves the pattern."""
+    """Ops met walking from ``start`` through single-consumer pointwise ops (views carry no
+    edges, they are walked through) until ``stop(op_index)`` holds (that op included); [] if
+    the walk leaves the pattern."""
     chain: list[int] = []
     cur = start
     for _ in range(16):  # attention / SE chains are short
@@ -210,7 +211,7 @@ def fold_dead(f: Fuser) -> None:
             continue
         if any(storage[t] in idx.output_storages for i in st.members[r] for t in g.ops[i].outputs):
             continue
-        near = sorted(st.pred[r], key=lambda p: -st.pos[p]) + roots[k - 1 :: -1][:1] + roots[k + 1 : k + 2]
+        near = sorted(st.pred[r], key=lambda p: -st.pos[p]) + roots[max(k - 1, 0) : k] + roots[k + 1 : k + 2]
         for other in near:
             if f.propose(other, r, Relation.VERTICAL, Pattern.DEAD_CODE):
                 break

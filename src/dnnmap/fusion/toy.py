@@ -130,33 +130,46 @@ def residual_block(c: int = 8, hw: int = 8, prefix: str = "layer1.0") -> Graph:
 
 
 def attention_block(batch: int = 1, seq: int = 16, dim: int = 32, heads: int = 4) -> Graph:
-    """Post-norm transformer encoder layer with a decomposed attention core (BERT-style).
+    """Post-norm transformer encoder layer with a decomposed attention core (BERT-style, 25 ops).
 
     q/k/v projections of x, QK^T, scale, softmax, ·V, out-projection + residual + layer-norm,
     MLP up + gelu, MLP down + residual + layer-norm.
     """
-    hd = dim // heads
-    b = GraphBuilder("encoder_layer")
+    return encoder_stack(1, batch, seq, dim, heads, name="encoder_layer")
+
+
+def encoder_stack(layers: int, batch: int = 1, seq: int = 16, dim: int = 32, heads: int = 4,
+                  name: str = "encoder") -> Graph:
+    """``layers`` encoder layers in a row (25 ops each): a big graph for timing."""
+    b = GraphBuilder(name)
     x = b.input((batch, seq, dim))
+    for i in range(layers):
+        x = _encoder_layer(b, x, heads, "" if layers == 1 else f"layer.{i}.")
+    return b.build([x])
 
-    def split_heads(t: str, m: str) -> str:
-        v = b.view(t, (batch, seq, heads, hd), m)
-        return b.view(v, (batch, heads, seq, hd), m, "aten.permute.default")
 
-    q, k, v = (split_heads(b.linear(x, dim, f"attn.{n}"), f"attn.{n}") for n in ("query", "key", "value"))
-    kt = b.view(k, (batch, heads, hd, seq), "attn", "aten.transpose.int")
-    s = b.op("aten.matmul.default", [q, kt], (batch, heads, seq, seq), "attn")
-    s = b.op("aten.div.Tensor", [s], module="attn")
-    p = b.op("aten._softmax.default", [s], module="attn", attrs={"dim": -1, "half_to_float": False})
-    o = b.op("aten.matmul.default", [p, v], (batch, heads, seq, hd), "attn")
-    o = b.view(o, (batch, seq, heads, hd), "attn", "aten.permute.default")
-    o = b.op("aten.clone.default", [o], module="attn")
-    o = b.view(o, (batch, seq, dim), "attn")
-    h = b.op("aten.add.Tensor", [b.linear(o, dim, "attn.out"), x], module="attn.out")
-    h = _layer_norm(b, h, "attn.norm")
-    u = b.op("aten.gelu.default", [b.linear(h, 4 * dim, "mlp.up")], module="mlp.act")
-    y = b.op("aten.add.Tensor", [b.linear(u, dim, "mlp.down"), h], module="mlp.down")
-    return b.build([_layer_norm(b, y, "mlp.norm")])
+def _encoder_layer(b: GraphBuilder, x: str, heads: int, m: str) -> str:
+    batch, seq, dim = b.shape(x)
+    hd = dim // heads
+
+    def split_heads(t: str, mod: str) -> str:
+        v = b.view(t, (batch, seq, heads, hd), mod)
+        return b.view(v, (batch, heads, seq, hd), mod, "aten.permute.default")
+
+    q, k, v = (split_heads(b.linear(x, dim, f"{m}attn.{n}"), f"{m}attn.{n}") for n in ("query", "key", "value"))
+    kt = b.view(k, (batch, heads, hd, seq), f"{m}attn", "aten.transpose.int")
+    s = b.op("aten.matmul.default", [q, kt], (batch, heads, seq, seq), f"{m}attn")
+    s = b.op("aten.div.Tensor", [s], module=f"{m}attn")
+    p = b.op("aten._softmax.default", [s], module=f"{m}attn", attrs={"dim": -1, "half_to_float": False})
+    o = b.op("aten.matmul.default", [p, v], (batch, heads, seq, hd), f"{m}attn")
+    o = b.view(o, (batch, seq, heads, hd), f"{m}attn", "aten.permute.default")
+    o = b.op("aten.clone.default", [o], module=f"{m}attn")
+    o = b.view(o, (batch, seq, dim), f"{m}attn")
+    h = b.op("aten.add.Tensor", [b.linear(o, dim, f"{m}attn.out"), x], module=f"{m}attn.out")
+    h = _layer_norm(b, h, f"{m}attn.norm")
+    u = b.op("aten.gelu.default", [b.linear(h, 4 * dim, f"{m}mlp.up")], module=f"{m}mlp.act")
+    y = b.op("aten.add.Tensor", [b.linear(u, dim, f"{m}mlp.down"), h], module=f"{m}mlp.down")
+    return _layer_norm(b, y, f"{m}mlp.norm")
 
 
 def _layer_norm(b: GraphBuilder, x: str, module: str) -> str:

@@ -43,6 +43,9 @@ class Measurement:
     class_counts: Mapping[str, int] = field(default_factory=dict)
     by_module_s: Mapping[str, float] = field(default_factory=dict)  # module path -> seconds
     busy_before: float = math.nan  # share of the CPUs other processes used just before timing
+    # minor page faults per run (fresh pages the allocator got from the OS and the kernel
+    # zeroed on first touch: a cost of the allocator's state, which no kernel model sees)
+    page_faults: float = 0.0
 
 
 def _call(module: torch.nn.Module, inputs: Any) -> Any:
@@ -75,8 +78,10 @@ def measure_module(
     busy = wait_until_idle(max_wait_s=idle_wait_s) if idle_wait_s > 0 else math.nan
     load = load_average()
     with torch.inference_mode():
+        faults0 = _minor_faults()
         t = timer.time(lambda: _call(module, inputs), min_runs=min_runs, min_seconds=min_seconds,
                        warmup=warmup, max_runs=max_runs)
+        faults = (_minor_faults() - faults0) / (t.runs + warmup)
         by_class: dict[str, float] = {}
         counts: dict[str, int] = {}
         by_module: dict[str, float] = {}
@@ -85,7 +90,16 @@ def measure_module(
             by_class = _scaled(by_class, t.median_s / sum(by_class.values()) if by_class else 1.0)
             by_module = _scaled(by_module, t.median_s / wall if wall > 0 else 1.0)
     return Measurement(device, torch.get_num_threads(), t.median_s, t.min_s, t.runs,
-                       max(load, load_average()), by_class, counts, by_module, busy)
+                       max(load, load_average()), by_class, counts, by_module, busy, faults)
+
+
+def _minor_faults() -> int:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    except (ImportError, OSError):  # pragma: no cover - not POSIX
+        return 0
 
 
 def _scaled(parts: dict[str, float], factor: float) -> dict[str, float]:

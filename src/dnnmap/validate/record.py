@@ -74,6 +74,7 @@ class ValidationCase:
     worst: tuple[SubgraphRow, ...] = ()  # the longest predicted subgraphs
     capture_path: str = ""
     busy_before: float = math.nan  # CPU share other processes used just before timing (nan: not checked)
+    page_faults: float = 0.0  # minor page faults per run of the real model (allocator first touches)
     error_message: str = ""  # set when the model could not be run or predicted
     estimate: Any = field(default=None, compare=False, repr=False)  # the mapping.Estimate (not serialised)
 
@@ -148,6 +149,7 @@ class ValidationReport:
     date: str
     versions: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = (HELD_OUT_NOTE, EAGER_NOTE)
+    fresh_page_s: float = math.nan  # measured cost of one fresh 4 KiB page (calibrated profiles)
 
     @property
     def summary(self) -> Summary:
@@ -167,6 +169,7 @@ class ValidationReport:
             "strategy": self.strategy,
             "precision": self.precision,
             "date": self.date,
+            "fresh_page_s": self.fresh_page_s,
             "versions": dict(self.versions),
             "notes": list(self.notes),
             "summary": asdict(self.summary),
@@ -178,7 +181,7 @@ class ValidationReport:
         import pandas as pd
 
         cols = ("model", "batch", "measured_s", "measured_min_s", "predicted_s", "error", "bound",
-                "subgraphs", "threads", "load_avg", "runs", "error_message")
+                "subgraphs", "threads", "load_avg", "page_faults", "runs", "error_message")
         rows = [{k: getattr(c, k) for k in cols} for c in self.cases]
         for r in rows:
             r["profile"] = self.profile

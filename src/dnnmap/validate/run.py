@@ -115,7 +115,14 @@ def validate(
         cases=tuple(cases),
         date=utc_now(),
         versions=library_versions(),
+        fresh_page_s=_fresh_page_s(prof),
     )
+
+
+def _fresh_page_s(prof: Any) -> float:
+    cal = getattr(prof, "calibration", None)
+    us = cal.scalars.get("fresh_page_us") if cal is not None else None
+    return us * 1e-6 if us else float("nan")
 
 
 def resolve_profile(profile: Any, hardware_dirs: Sequence[Any] = ()) -> Any:
@@ -213,6 +220,7 @@ def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, str
         subgraphs=len(est.subgraphs),
         load_avg=meas.load_avg,
         busy_before=meas.busy_before,
+        page_faults=meas.page_faults,
         by_class=merge_breakdowns(pred_class, meas.by_class_s, meas.class_counts),
         by_module=merge_breakdowns(pred_module, meas.by_module_s),
         worst=tuple(SubgraphRow(s.name, s.op_class.value, s.latency_s, s.bound.value, s.explanation)
