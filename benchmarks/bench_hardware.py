@@ -207,8 +207,9 @@ How to read the tables (see `src/dnnmap/mapping/` for the formulas):
   has a bf16 / fp16 matrix peak, else fp32 (the CPUs here have no bf16 arithmetic except the
   Ryzen 7 7700X with AVX-512 BF16).
 - **energy / sample** = (FLOPs x pJ/FLOP + bytes x pJ/byte per level + idle power x latency) / batch.
-  The KPU profiles carry the reference 0.1 J/GFLOP, which implies far more than their TDP; their
-  energies are therefore not comparable with the others (the estimate's notes say so).
+  The KPU profiles read the reference summary's "0.1 J/GFLOP" as 0.1 pJ/op (J/TFLOP): taken
+  literally it would put a 10 W KPU-T2 at 200 W at peak, and the same table's H100 figure
+  (0.501 "J/GFLOP") only makes sense in J/TFLOP. The KPU organisation and power are estimates.
 """
 
 

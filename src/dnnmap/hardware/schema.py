@@ -20,108 +20,38 @@ from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from dnnmap.errors import DnnmapError
-from dnnmap.ir import DType
+from dnnmap.hardware.calibration import (
+    BandwidthKind,
+    BandwidthPoint,
+    Calibration,
+    CalibrationMeta,
+    ConvKind,
+    ShapePoint,
+    ThreadPoint,
+    ThroughputPoint,
+)
+from dnnmap.hardware.types import (
+    Count,
+    DeviceClass,
+    Fraction,
+    MemoryScope,
+    NonNegative,
+    OverlapPolicy,
+    Positive,
+    Precision,
+    ProfileName,
+    Provenance,
+    _Strict,
+)
 
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # an efficiency: 0 < e <= 1
-Count = Annotated[int, Field(gt=0)]
-ProfileName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
-
-
-class DeviceClass(StrEnum):
-    CPU = "cpu"
-    GPU = "gpu"
-    TPU = "tpu"
-    KPU = "kpu"
-
-
-class Provenance(StrEnum):
-    """Where a profile's numbers came from."""
-
-    THEORETICAL = "theoretical"  # datasheets, whitepapers, papers, estimates
-    CALIBRATED = "calibrated"  # measured on the device by ``dnnmap calibrate``
-
-
-class Precision(StrEnum):
-    """Arithmetic precisions a device may have a peak for (``--precision``).
-
-    ``tf32`` is fp32 storage with tf32 tensor-core math; ``fp8`` is e4m3/e5m2.
-    """
-
-    FP64 = "fp64"
-    FP32 = "fp32"
-    TF32 = "tf32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-    FP8 = "fp8"
-    INT8 = "int8"
-
-    @property
-    def bytes_per_element(self) -> int:
-        """Storage size of one element: ``Precision.TF32.bytes_per_element == 4``."""
-        return _PRECISION_BYTES[self]
-
-    @classmethod
-    def parse(cls, value: str | Precision) -> Precision:
-        """``"BF16"`` -> ``Precision.BF16``; an unknown name raises :class:`DnnmapError`."""
-        if isinstance(value, Precision):
-            return value
-        try:
-            return cls(value.lower())
-        except ValueError:
-            known = ", ".join(p.value for p in cls)
-            raise DnnmapError(f"unknown precision {value!r}; choose one of {known}") from None
-
-    @classmethod
-    def from_dtype(cls, dtype: DType) -> Precision | None:
-        """``DType.BFLOAT16`` -> ``Precision.BF16``; integer/bool types other than int8 -> None."""
-        return _DTYPE_PRECISION.get(dtype)
-
-
-_PRECISION_BYTES = {
-    Precision.FP64: 8,
-    Precision.FP32: 4,
-    Precision.TF32: 4,
-    Precision.BF16: 2,
-    Precision.FP16: 2,
-    Precision.FP8: 1,
-    Precision.INT8: 1,
-}
-_DTYPE_PRECISION = {
-    DType.FLOAT64: Precision.FP64,
-    DType.FLOAT32: Precision.FP32,
-    DType.BFLOAT16: Precision.BF16,
-    DType.FLOAT16: Precision.FP16,
-    DType.FLOAT8_E4M3: Precision.FP8,
-    DType.FLOAT8_E5M2: Precision.FP8,
-    DType.INT8: Precision.INT8,
-    DType.UINT8: Precision.INT8,
-}
-
-
-class OverlapPolicy(StrEnum):
-    """How a device combines compute time and memory time of one kernel."""
-
-    OVERLAP = "overlap"  # latency = max(compute, memory): loads are pipelined behind math
-    SERIAL = "serial"  # latency = compute + memory: no overlap (e.g. simple in-order DMA)
-
-
-class MemoryScope(StrEnum):
-    """Who shares one instance of a memory level."""
-
-    CORE = "core"  # one per CPU core (L1, L2)
-    SM = "sm"  # one per GPU SM (L1 / shared memory)
-    TILE = "tile"  # one per KPU tile (scratchpad)
-    TENSOR_CORE = "tensor_core"  # one per TPU TensorCore (VMEM / CMEM)
-    CHIP = "chip"  # shared by the whole chip (L3, GPU L2, HBM, DRAM)
+__all__ = [  # the schema's names, wherever they are defined
+    "BandwidthKind", "BandwidthPoint", "Calibration", "CalibrationMeta", "Clocks", "ConvKind",
+    "CoreGroup", "CpuCompute", "DeviceClass", "GpuCompute", "HardwareProfile", "KpuCompute",
+    "MemoryLevel", "MemoryScope", "OverlapPolicy", "Power", "Precision", "Provenance",
+    "ShapePoint", "ThreadPoint", "ThroughputPoint", "TpuCompute",
+]
 
 
 class Clocks(_Strict):
@@ -246,132 +176,6 @@ class Power(_Strict):
             raise ValueError(f"idle_w ({self.idle_w}) must be below tdp_w ({self.tdp_w})")
         return self
 
-
-# --- calibration: measured tables, written by ``dnnmap calibrate`` ---------------------------
-
-
-class ConvKind(StrEnum):
-    DENSE = "dense"  # k x k convolution, groups == 1
-    POINTWISE = "pointwise"  # 1 x 1
-    DEPTHWISE = "depthwise"  # groups == channels
-
-
-class BandwidthKind(StrEnum):
-    COPY = "copy"  # 1 read + 1 write per element
-    ADD = "add"  # 2 reads + 1 write per element
-    READ = "read"
-    WRITE = "write"
-
-
-class ThroughputPoint(_Strict):
-    """One measured size: a kernel of ``flops`` FLOPs ran at ``achieved_tflops``."""
-
-    flops: Positive
-    achieved_tflops: Positive
-
-
-class BandwidthPoint(_Strict):
-    working_set_bytes: Positive
-    achieved_gbps: Positive
-
-
-class ShapePoint(_Strict):
-    """One measured GEMM-view shape (added by the calibrate helper): ``m x n`` outputs
-    accumulating over ``k`` ran at ``achieved_tflops``. Conv uses its implicit GEMM
-    (M = N*Ho*Wo, N = Cout, K = Cin*kh*kw); depthwise uses M = N*Ho*Wo, n = channels,
-    k = kh*kw. A shape table is a complete grid, interpolated by ``interp.shape_tflops``."""
-
-    m: Count
-    n: Count
-    k: Count
-    achieved_tflops: Positive
-
-
-class ThreadPoint(_Strict):
-    threads: Count
-    speedup: Positive  # time(1 thread) / time(threads); at most ``threads``
-
-    @model_validator(mode="after")
-    def _efficiency_at_most_one(self) -> ThreadPoint:
-        if self.speedup > self.threads:
-            raise ValueError(f"speedup {self.speedup} exceeds threads {self.threads} (efficiency > 1)")
-        return self
-
-
-class CalibrationMeta(_Strict):
-    machine: str  # CPU / GPU model string, e.g. "AMD EPYC" / "NVIDIA H100 80GB HBM3"
-    device: Literal["cpu", "cuda"]
-    date: str  # ISO-8601 UTC
-    library_versions: dict[str, str] = Field(default_factory=dict)
-    threads: Count | None = None
-    quick: bool = False
-    command: str = ""  # the command line that produced it
-    notes: str = ""
-
-
-class Calibration(_Strict):
-    """Measured efficiency-vs-size tables. Interpolate with :mod:`dnnmap.hardware.interp`."""
-
-    meta: CalibrationMeta
-    gemm: dict[Precision, tuple[ThroughputPoint, ...]] = Field(default_factory=dict)
-    conv: dict[ConvKind, dict[Precision, tuple[ThroughputPoint, ...]]] = Field(default_factory=dict)
-    bandwidth: dict[BandwidthKind, tuple[BandwidthPoint, ...]] = Field(default_factory=dict)
-    thread_scaling: tuple[ThreadPoint, ...] = ()
-    # efficiency depends on shape, not only on FLOPs (a 1 x 2048 x 2048 GEMV and a 128 x 128 x 256
-    # GEMM have the same FLOPs and differ ~10x on a CPU): the same data keyed by (m, n, k)
-    gemm_shapes: dict[Precision, tuple[ShapePoint, ...]] = Field(default_factory=dict)
-    conv_shapes: dict[ConvKind, dict[Precision, tuple[ShapePoint, ...]]] = Field(default_factory=dict)
-    dispatch_us: Positive | None = None  # one tiny eager op end to end
-    # other named scalars; the key carries its unit: "exp_gelem_per_s", "sync_us"
-    scalars: dict[str, float] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _tables_sorted_and_nonempty(self) -> Calibration:
-        for path, points, key in self._tables():
-            if not points:
-                raise ValueError(f"{path}: empty table")
-            xs = [getattr(p, key) for p in points]
-            if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
-                raise ValueError(f"{path}: points must be sorted by strictly increasing {key}")
-        for path, shapes in self._shape_tables():
-            _check_grid(path, shapes)
-        for key in self.scalars:
-            if not key.endswith(_UNIT_SUFFIXES):
-                raise ValueError(f"scalars.{key}: name must end in a unit ({', '.join(_UNIT_SUFFIXES)})")
-        return self
-
-    def _tables(self) -> Iterator[tuple[str, tuple[Any, ...], str]]:
-        for prec, pts in self.gemm.items():
-            yield f"gemm.{prec.value}", pts, "flops"
-        for kind, per in self.conv.items():
-            for prec, pts in per.items():
-                yield f"conv.{kind.value}.{prec.value}", pts, "flops"
-        for kind, pts in self.bandwidth.items():
-            yield f"bandwidth.{kind.value}", pts, "working_set_bytes"
-        if self.thread_scaling:
-            yield "thread_scaling", self.thread_scaling, "threads"
-
-    def _shape_tables(self) -> Iterator[tuple[str, tuple[ShapePoint, ...]]]:
-        for prec, pts in self.gemm_shapes.items():
-            yield f"gemm_shapes.{prec.value}", pts
-        for kind, per in self.conv_shapes.items():
-            for prec, pts in per.items():
-                yield f"conv_shapes.{kind.value}.{prec.value}", pts
-
-
-def _check_grid(path: str, pts: tuple[ShapePoint, ...]) -> None:
-    """A shape table must be the full grid of its m, n and k values, sorted by (m, n, k)."""
-    if not pts:
-        raise ValueError(f"{path}: empty table")
-    keys = [(p.m, p.n, p.k) for p in pts]
-    ms, ns, ks = (sorted({key[i] for key in keys}) for i in range(3))
-    full = [(m, n, k) for m in ms for n in ns for k in ks]
-    if keys != full:
-        raise ValueError(f"{path}: points must be the complete (m, n, k) grid of their axis values, "
-                         f"sorted by m, then n, then k ({len(keys)} points, grid has {len(full)})")
-
-
-_UNIT_SUFFIXES = ("_us", "_s", "_per_s", "_gbps", "_tflops", "_bytes", "_pj", "_w", "_ratio")
 
 # --- the profile ------------------------------------------------------------------------------
 

@@ -1,0 +1,141 @@
+"""Measured tables in a profile's ``calibration`` section, written by ``dnnmap calibrate``.
+
+Efficiency as a function of problem size is stored as data points and interpolated by
+:mod:`dnnmap.hardware.interp`; never a fitted formula.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from dnnmap.hardware.types import Count, Positive, Precision, _Strict
+
+# --- calibration: measured tables, written by ``dnnmap calibrate`` ---------------------------
+
+
+class ConvKind(StrEnum):
+    DENSE = "dense"  # k x k convolution, groups == 1
+    POINTWISE = "pointwise"  # 1 x 1
+    DEPTHWISE = "depthwise"  # groups == channels
+
+
+class BandwidthKind(StrEnum):
+    COPY = "copy"  # 1 read + 1 write per element
+    ADD = "add"  # 2 reads + 1 write per element
+    READ = "read"
+    WRITE = "write"
+
+
+class ThroughputPoint(_Strict):
+    """One measured size: a kernel of ``flops`` FLOPs ran at ``achieved_tflops``."""
+
+    flops: Positive
+    achieved_tflops: Positive
+
+
+class BandwidthPoint(_Strict):
+    working_set_bytes: Positive
+    achieved_gbps: Positive
+
+
+class ShapePoint(_Strict):
+    """One measured GEMM-view shape (added by the calibrate helper): ``m x n`` outputs
+    accumulating over ``k`` ran at ``achieved_tflops``. Conv uses its implicit GEMM
+    (M = N*Ho*Wo, N = Cout, K = Cin*kh*kw); depthwise uses M = N*Ho*Wo, n = channels,
+    k = kh*kw. A shape table is a complete grid, interpolated by ``interp.shape_tflops``."""
+
+    m: Count
+    n: Count
+    k: Count
+    achieved_tflops: Positive
+
+
+class ThreadPoint(_Strict):
+    threads: Count
+    speedup: Positive  # time(1 thread) / time(threads); at most ``threads``
+
+    @model_validator(mode="after")
+    def _efficiency_at_most_one(self) -> ThreadPoint:
+        if self.speedup > self.threads:
+            raise ValueError(f"speedup {self.speedup} exceeds threads {self.threads} (efficiency > 1)")
+        return self
+
+
+class CalibrationMeta(_Strict):
+    machine: str  # CPU / GPU model string, e.g. "AMD EPYC" / "NVIDIA H100 80GB HBM3"
+    device: Literal["cpu", "cuda"]
+    date: str  # ISO-8601 UTC
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    threads: Count | None = None
+    quick: bool = False
+    command: str = ""  # the command line that produced it
+    notes: str = ""
+
+
+class Calibration(_Strict):
+    """Measured efficiency-vs-size tables. Interpolate with :mod:`dnnmap.hardware.interp`."""
+
+    meta: CalibrationMeta
+    gemm: dict[Precision, tuple[ThroughputPoint, ...]] = Field(default_factory=dict)
+    conv: dict[ConvKind, dict[Precision, tuple[ThroughputPoint, ...]]] = Field(default_factory=dict)
+    bandwidth: dict[BandwidthKind, tuple[BandwidthPoint, ...]] = Field(default_factory=dict)
+    thread_scaling: tuple[ThreadPoint, ...] = ()
+    # efficiency depends on shape, not only on FLOPs (a 1 x 2048 x 2048 GEMV and a 128 x 128 x 256
+    # GEMM have the same FLOPs and differ ~10x on a CPU): the same data keyed by (m, n, k)
+    gemm_shapes: dict[Precision, tuple[ShapePoint, ...]] = Field(default_factory=dict)
+    conv_shapes: dict[ConvKind, dict[Precision, tuple[ShapePoint, ...]]] = Field(default_factory=dict)
+    dispatch_us: Positive | None = None  # one tiny eager op end to end
+    # other named scalars; the key carries its unit: "exp_gelem_per_s", "sync_us"
+    scalars: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tables_sorted_and_nonempty(self) -> Calibration:
+        for path, points, key in self._tables():
+            if not points:
+                raise ValueError(f"{path}: empty table")
+            xs = [getattr(p, key) for p in points]
+            if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+                raise ValueError(f"{path}: points must be sorted by strictly increasing {key}")
+        for path, shapes in self._shape_tables():
+            _check_grid(path, shapes)
+        for key in self.scalars:
+            if not key.endswith(_UNIT_SUFFIXES):
+                raise ValueError(f"scalars.{key}: name must end in a unit ({', '.join(_UNIT_SUFFIXES)})")
+        return self
+
+    def _tables(self) -> Iterator[tuple[str, tuple[Any, ...], str]]:
+        for prec, pts in self.gemm.items():
+            yield f"gemm.{prec.value}", pts, "flops"
+        for kind, per in self.conv.items():
+            for prec, pts in per.items():
+                yield f"conv.{kind.value}.{prec.value}", pts, "flops"
+        for kind, pts in self.bandwidth.items():
+            yield f"bandwidth.{kind.value}", pts, "working_set_bytes"
+        if self.thread_scaling:
+            yield "thread_scaling", self.thread_scaling, "threads"
+
+    def _shape_tables(self) -> Iterator[tuple[str, tuple[ShapePoint, ...]]]:
+        for prec, pts in self.gemm_shapes.items():
+            yield f"gemm_shapes.{prec.value}", pts
+        for kind, per in self.conv_shapes.items():
+            for prec, pts in per.items():
+                yield f"conv_shapes.{kind.value}.{prec.value}", pts
+
+
+def _check_grid(path: str, pts: tuple[ShapePoint, ...]) -> None:
+    """A shape table must be the full grid of its m, n and k values, sorted by (m, n, k)."""
+    if not pts:
+        raise ValueError(f"{path}: empty table")
+    keys = [(p.m, p.n, p.k) for p in pts]
+    ms, ns, ks = (sorted({key[i] for key in keys}) for i in range(3))
+    full = [(m, n, k) for m in ms for n in ns for k in ks]
+    if keys != full:
+        raise ValueError(f"{path}: points must be the complete (m, n, k) grid of their axis values, "
+                         f"sorted by m, then n, then k ({len(keys)} points, grid has {len(full)})")
+
+
+_UNIT_SUFFIXES = ("_us", "_s", "_per_s", "_gbps", "_tflops", "_bytes", "_pj", "_w", "_ratio")
