@@ -128,7 +128,7 @@ def test_level_bandwidths_are_monotone_and_cover_every_point() -> None:
 
 
 # -- the mapper reads the tables -----------------------------------------------------------
-def _toy_calibrated(conv_tflops: float, dispatch_conv_us: float, view_us: float) -> HardwareProfile:
+def _toy_calibrated(conv_tflops: float, dispatch_conv_us: float, view_us: float, **extra: float) -> HardwareProfile:
     axes = (1, 64, 4096)
     shapes = [{"m": m, "n": n, "k": k, "achieved_tflops": conv_tflops} for m in axes for n in axes for k in axes]
     data = {**EXAMPLE, "provenance": "calibrated", "calibration": {
@@ -140,7 +140,7 @@ def _toy_calibrated(conv_tflops: float, dispatch_conv_us: float, view_us: float)
         "dispatch_us": 1.0,
         "scalars": {"dispatch_conv_us": dispatch_conv_us, "dispatch_view_us": view_us,
                     "dispatch_elementwise_us": 1.0, "dispatch_normalization_us": 1.0,
-                    "dispatch_matmul_us": 1.0, "dispatch_reduction_us": 1.0},
+                    "dispatch_matmul_us": 1.0, "dispatch_reduction_us": 1.0, **extra},
     }}
     data["sources"] = {**EXAMPLE["sources"], "calibration": "measured: a test"}
     return HardwareProfile.model_validate(data)
@@ -182,3 +182,17 @@ def test_cuda_request_without_a_gpu_is_a_clear_error() -> None:
         pytest.skip("this machine has a GPU")
     with pytest.raises(DnnmapError, match="cuda"):
         calibrate("cuda", quick=True)
+
+
+def test_module_entries_follow_the_module_paths() -> None:
+    from dnnmap.ir import DType, Graph, Op, OpClass, Role, Tensor
+    from dnnmap.mapping.workload import ModuleCalls
+
+    paths = ["a.b", "a.b", "a.c", "", "a", "d"]
+    tensors = {f"t{i}": Tensor(f"t{i}", (1,), DType.FLOAT32, Role.ACTIVATION) for i in range(len(paths) + 1)}
+    ops = tuple(Op(f"op{i}", "aten.relu.default", OpClass.ELEMENTWISE, (f"t{i}",), (f"t{i + 1}",), p)
+                for i, p in enumerate(paths))
+    calls = ModuleCalls.of(Graph("g", tensors, ops))
+    # a.b enters a and a.b (2); same module (0); a.c enters a.c (1); root (0); a (1); d (1)
+    assert [calls.entries[o.id] for o in ops] == [2, 0, 1, 0, 1, 1]
+    assert calls.leaves == {"a.b", "a.c", "d"}  # "a" has children: a container, not a leaf

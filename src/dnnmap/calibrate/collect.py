@@ -13,7 +13,8 @@ True
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -24,12 +25,13 @@ from dnnmap.calibrate.microbench import (
     ConvPoint,
     GemmPoint,
     ScalarPoint,
+    conv_problem,
     dtype_supported,
     fresh_page_cost,
+    gemm_problem,
     thread_scaling,
     time_bandwidth,
-    time_conv,
-    time_gemm,
+    time_problems,
     tiny_op_latencies,
     transcendental_rates,
 )
@@ -93,6 +95,17 @@ def count_steps(plan: Plan, dtypes: Sequence[str]) -> int:
     return plan.passes * per_pass + 1  # + thread scaling
 
 
+@contextmanager
+def _tf32(on: bool) -> Iterator[None]:
+    """TF32 matmuls for a ``tf32`` grid (CUDA), restored afterwards."""
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
+
+
 def _settle(plan: Plan) -> None:
     """Before a sweep, wait (at most ``plan.idle_wait_s``) for other processes to go idle."""
     if plan.idle_wait_s > 0 and plan.device == "cpu":
@@ -132,14 +145,18 @@ class _Steps:
     done: int = 0
 
     def __call__(self, what: str) -> None:
-        self.done += 1
+        self.advance(1, what)
+
+    def advance(self, n: int, what: str) -> None:
+        self.done += n
         if self.progress is not None:
             self.progress(what, self.done, self.total)
 
 
 def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, store: _Store,
-              step: _Steps, tag: str) -> None:
-    """Every sweep once; each point is kept if it beat the previous passes."""
+              step: _Steps, tag: str, seed: int = 0) -> None:
+    """Every sweep once; each point is kept if it beat the previous passes. GEMMs and convs
+    run round-robin in a shuffled order (``seed``), see :func:`time_problems`."""
     r, s = plan.runs, plan.min_seconds
     _settle(plan)  # once per pass: under a steady background load, waiting longer buys nothing
     extra = [fresh_page_cost(timer, runs=r)] if plan.device == "cpu" else []
@@ -147,15 +164,16 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
         store.scalar(pt)
     step(f"dispatch overhead, transcendentals{tag}")
     for grid in _gemm_grids(plan, dtypes):
-        for m, n, k in grid.points():
-            _keep_faster(store.gemm, (grid.dtype, m, n, k),
-                         time_gemm(timer, grid.dtype, m, n, k, runs=r, min_seconds=s))
-            step(f"GEMM {grid.dtype} {m}x{n}x{k}{tag}")
-    for cg in plan.convs:
-        for hw, cin, cout in cg.points():
-            _keep_faster(store.conv, (cg.kind, cg.kernel, hw, cin, cout),
-                         time_conv(timer, cg.kind, cg.kernel, hw, cin, cout, runs=r, min_seconds=s))
-            step(f"{cg.kind} {cg.kernel}x{cg.kernel} {hw}x{hw} {cin}->{cout}{tag}")
+        probs = [gemm_problem(timer.device, grid.dtype, m, n, k) for m, n, k in grid.points()]
+        with _tf32(grid.dtype == "tf32"):
+            for pt in time_problems(timer, probs, rounds=r, warmup_rounds=plan.warmup, seed=seed,
+                                    on_chunk=lambda n, p: step.advance(n, f"GEMM {p.key}{tag}")):
+                _keep_faster(store.gemm, (pt.dtype, pt.m, pt.n, pt.k), pt)
+    convs = [conv_problem(timer.device, cg.kind, cg.kernel, hw, cin, cout)
+             for cg in plan.convs for hw, cin, cout in cg.points()]
+    for pt in time_problems(timer, convs, rounds=r, warmup_rounds=plan.warmup, seed=seed,
+                            on_chunk=lambda n, p: step.advance(n, f"conv {p.key}{tag}")):
+        _keep_faster(store.conv, (pt.kind, pt.kernel, pt.hw, pt.cin, pt.cout), pt)
     for kind in ("read", "copy", "add"):
         for ws in plan.bandwidth_bytes:
             _keep_faster(store.bandwidth, (kind, ws), time_bandwidth(timer, kind, ws, runs=r, min_seconds=s))
@@ -175,7 +193,8 @@ def collect(plan: Plan, progress: Progress | None = None) -> Measurements:
     costs = counted_costs(plan.opkinds) if plan.opkinds else {}
     store = _Store()
     for p in range(plan.passes):
-        _one_pass(plan, timer, supported, costs, store, step, f" (pass {p + 1}/{plan.passes})" if plan.passes > 1 else "")
+        tag = f" (pass {p + 1}/{plan.passes})" if plan.passes > 1 else ""
+        _one_pass(plan, timer, supported, costs, store, step, tag, seed=p)
     threads = torch.get_num_threads()
     counts = tuple(sorted({1, threads}))
     for pt in thread_scaling(timer, counts, runs=plan.runs) if len(counts) > 1 else []:

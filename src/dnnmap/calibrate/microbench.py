@@ -2,7 +2,10 @@
 
 Nothing here knows about models: GEMMs, convolutions, copies, elementwise adds, tiny ops
 and transcendental functions on random tensors, timed in eager PyTorch the way an eager
-model runs them (``torch.inference_mode``, the default thread count).
+model runs them (``torch.inference_mode``, the default thread count). GEMM / conv grids and
+tiny ops run round-robin (:func:`time_problems`): each call follows a different kernel on
+different data, as layers do in a network; streaming sweeps run back to back, because what
+they measure is the bandwidth of the level their working set sits in.
 
 >>> from dnnmap.calibrate.timing import CpuTimer
 >>> p = time_gemm(CpuTimer(), "float32", 8, 8, 8, runs=2, min_seconds=0.0)
@@ -12,6 +15,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,9 +40,9 @@ class GemmPoint:
 
 @dataclass(frozen=True, slots=True)
 class ConvPoint:
-    kind: str  # "conv", "conv1x1", "depthwise"
+    kind: str  # "conv", "conv1x1", "grouped"
     hw: int  # output height = width
-    cin: int
+    cin: int  # grouped: input channels per group (1 = depthwise)
     cout: int
     kernel: int
     seconds: float
@@ -46,9 +50,8 @@ class ConvPoint:
 
     @property
     def gemm_mnk(self) -> tuple[int, int, int]:
-        """The implicit-GEMM view: M = Ho*Wo, N = Cout, K = Cin*k*k (depthwise: K = k*k)."""
-        k = self.kernel * self.kernel * (1 if self.kind == "depthwise" else self.cin)
-        return self.hw * self.hw, self.cout, k
+        """The implicit-GEMM view: M = Ho*Wo, N = Cout, K = (Cin per group)*k*k."""
+        return self.hw * self.hw, self.cout, self.kernel * self.kernel * self.cin
 
     @property
     def flops(self) -> int:
@@ -92,7 +95,8 @@ def dtype_supported(device: str, dtype: str) -> bool:
         return False
 
 
-def time_gemm(timer: Timer, dtype: str, m: int, n: int, k: int, *, runs: int, min_seconds: float) -> GemmPoint:
+def time_gemm(timer: Timer, dtype: str, m: int, n: int, k: int, *, runs: int, min_seconds: float,
+              warmup: int = 2) -> GemmPoint:
     """``a[m,k] @ b[k,n]`` with ``torch.mm`` (what ``aten.mm`` / ``addmm`` dispatch to)."""
     dev = timer.device
     a = torch.randn(m, k, device=dev).to(_torch_dtype(dtype))
@@ -104,7 +108,7 @@ def time_gemm(timer: Timer, dtype: str, m: int, n: int, k: int, *, runs: int, mi
     try:
         with torch.inference_mode():
             t = timer.time(lambda: torch.mm(a, b, out=out), min_runs=runs, min_seconds=min_seconds,
-                           inner=_inner_for(2.0 * m * n * k))
+                           inner=_inner_for(2.0 * m * n * k), warmup=warmup)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
     return GemmPoint(dtype, m, n, k, t.median_s, t.spread)
@@ -114,23 +118,6 @@ def _inner_for(flops: float) -> int:
     """Back-to-back calls per sample so a sample lasts ~50 us at ~1e11 FLOP/s: tiny problems
     are timed in batches (the timer itself costs ~0.1 us)."""
     return int(min(64, max(1, 5e6 / max(flops, 1.0))))
-
-
-def time_conv(timer: Timer, kind: str, kernel: int, hw: int, cin: int, cout: int, *,
-              runs: int, min_seconds: float) -> ConvPoint:
-    """A batch-1 NCHW conv with 'same' padding and stride 1, output hw x hw."""
-    dev = timer.device
-    groups = cout if kind == "depthwise" else 1
-    cin = cout if kind == "depthwise" else cin
-    x = torch.randn(1, cin, hw, hw, device=dev)
-    w = torch.randn(cout, cin // groups, kernel, kernel, device=dev)
-    b = torch.randn(cout, device=dev)
-    pad = kernel // 2
-    flops = 2.0 * hw * hw * cout * (cin // groups) * kernel * kernel
-    with torch.inference_mode():
-        t = timer.time(lambda: F.conv2d(x, w, b, padding=pad, groups=groups), min_runs=runs,
-                       min_seconds=min_seconds, inner=_inner_for(flops))
-    return ConvPoint(kind, hw, cin, cout, kernel, t.median_s, t.spread)
 
 
 def time_bandwidth(timer: Timer, kind: str, working_set_bytes: int, *, runs: int,
@@ -166,13 +153,26 @@ def time_bandwidth(timer: Timer, kind: str, working_set_bytes: int, *, runs: int
 
 def tiny_op_latencies(timer: Timer, *, runs: int) -> list[ScalarPoint]:
     """Seconds per call of ops on 1-element tensors: the fixed dispatch cost of each kind of
-    eager op (Python binding + dispatcher + allocation + kernel selection, no data)."""
+    eager op (Python binding + dispatcher + allocation + kernel selection, no data).
+
+    Each kind is measured called directly (``dispatch.<kind>``: ``F.conv2d``) and through the
+    ``torch.nn`` module that provides it (``dispatch.module_<kind>``: ``nn.Conv2d``, whose
+    Python ``forward`` adds its own checks), plus the cost of entering one module level
+    (``dispatch.module_call``: ``nn.Identity``). They run round-robin, one kind after another,
+    as a network calls them. The bandwidth sweeps' own calls (``copy_out``, ``add_out``) are
+    timed back to back, as those sweeps run."""
+    from torch import nn
+
     dev = timer.device
     x = torch.randn(1, 1, 1, 1, device=dev)
     w = torch.randn(1, 1, 1, 1, device=dev)
     v = torch.randn(1, device=dev)
     mat = torch.randn(1, 1, device=dev)
-    ops = {
+    mods = {k: m.to(dev).eval() for k, m in {
+        "conv": nn.Conv2d(1, 1, 1), "normalization": nn.BatchNorm2d(1), "layer_norm": nn.LayerNorm(1),
+        "matmul": nn.Linear(1, 1), "elementwise": nn.ReLU(), "reduction": nn.AdaptiveAvgPool2d(1),
+        "softmax": nn.Softmax(-1), "call": nn.Identity()}.items()}
+    ops: dict[str, Callable[[], object]] = {
         "elementwise": lambda: torch.relu(x),
         "binary": lambda: x + x,
         "view": lambda: x.view(-1),
@@ -182,13 +182,13 @@ def tiny_op_latencies(timer: Timer, *, runs: int) -> list[ScalarPoint]:
         "layer_norm": lambda: F.layer_norm(mat, (1,), v, v),
         "softmax": lambda: torch.softmax(mat, -1),
         "reduction": lambda: mat.sum(-1),
-        # the bandwidth sweeps' own calls at one element: their fixed cost, subtracted there
-        "copy_out": lambda: v.copy_(mat.view(-1)),
-        "add_out": lambda: torch.add(v, v, out=v),
+        **{f"module_{k}": (lambda m=m, a=(mat if k in ("layer_norm", "matmul", "softmax") else x): m(a))
+           for k, m in mods.items()},
     }
-    out = []
     with torch.inference_mode():
-        for name, fn in ops.items():
+        timings = timer.time_each(list(ops.values()), rounds=max(runs, 30), warmup_rounds=5)
+        out = [ScalarPoint(f"dispatch.{k}", t.median_s, "s", t.spread) for k, t in zip(ops, timings, strict=True)]
+        for name, fn in {"copy_out": lambda: v.copy_(mat.view(-1)), "add_out": lambda: torch.add(v, v, out=v)}.items():
             t = timer.time(fn, min_runs=runs, min_seconds=0.0, warmup=20, inner=50)
             out.append(ScalarPoint(f"dispatch.{name}", t.median_s, "s", t.spread))
     return out
@@ -238,3 +238,73 @@ def thread_scaling(timer: Timer, threads: tuple[int, ...], *, runs: int) -> list
     finally:
         torch.set_num_threads(before)
     return res
+
+
+# --- round-robin sweeps: many different problems in turn, as a network runs its layers -------
+@dataclass(frozen=True)
+class Problem:
+    """One grid point: ``make()`` allocates its operands and returns the call to time;
+    ``point(seconds, spread)`` builds the result record."""
+
+    key: tuple
+    nbytes: int
+    make: Callable[[], Callable[[], object]]
+    point: Callable[[float, float], GemmPoint | ConvPoint]
+
+
+def gemm_problem(device: str, dtype: str, m: int, n: int, k: int) -> Problem:
+    def make() -> Callable[[], object]:
+        a = torch.randn(m, k, device=device).to(_torch_dtype(dtype))
+        b = torch.randn(k, n, device=device).to(_torch_dtype(dtype))
+        return lambda: torch.mm(a, b)
+
+    size = _torch_dtype(dtype).itemsize * (m * k + k * n + m * n)
+    return Problem((dtype, m, n, k), size, make, lambda s, sp: GemmPoint(dtype, m, n, k, s, sp))
+
+
+def conv_problem(device: str, kind: str, kernel: int, hw: int, cin: int, cout: int) -> Problem:
+    """A batch-1 NCHW conv, 'same' padding, stride 1, output hw x hw; ``grouped`` has ``cout``
+    channels in and out, in groups of ``cin`` channels (1 = depthwise)."""
+    groups = cout // cin if kind == "grouped" else 1
+    c_in = cout if kind == "grouped" else cin
+
+    def make() -> Callable[[], object]:
+        x = torch.randn(1, c_in, hw, hw, device=device)
+        w = torch.randn(cout, c_in // groups, kernel, kernel, device=device)
+        b = torch.randn(cout, device=device)
+        return lambda: F.conv2d(x, w, b, padding=kernel // 2, groups=groups)
+
+    size = 4 * (c_in * hw * hw + cout * (c_in // groups) * kernel * kernel + cout * hw * hw)
+    return Problem((kind, kernel, hw, cin, cout), size, make,
+                   lambda s, sp: ConvPoint(kind, hw, c_in // groups, cout, kernel, s, sp))
+
+
+def time_problems(timer: Timer, problems: list[Problem], *, rounds: int, warmup_rounds: int = 1,
+                  seed: int = 0, max_bytes: int = 256 << 20, max_chunk: int = 16,
+                  on_chunk: Callable[[int, Problem], None] | None = None) -> list[GemmPoint | ConvPoint]:
+    """Time every problem with :meth:`Timer.time_each`, in a shuffled order, a chunk of up to
+    ``max_chunk`` problems (``max_bytes`` of operands) at a time: each call follows a call of
+    a different shape on different data, so it pays what a layer in a network pays (its
+    kernel's code, the library's plan and the operands fetched afresh), not the hot-loop
+    best case. ``on_chunk(n, last)`` reports progress."""
+    import random
+
+    order = list(problems)
+    random.Random(seed).shuffle(order)
+    out: list[GemmPoint | ConvPoint] = []
+    chunk: list[Problem] = []
+    for i, prob in enumerate(order):
+        chunk.append(prob)
+        nxt = order[i + 1] if i + 1 < len(order) else None
+        full = nxt is None or len(chunk) >= max_chunk or sum(p.nbytes for p in chunk) + nxt.nbytes > max_bytes
+        if not full:
+            continue
+        calls = [p.make() for p in chunk]
+        with torch.inference_mode():
+            timings = timer.time_each(calls, rounds=rounds, warmup_rounds=warmup_rounds)
+        out += [p.point(t.median_s, t.spread) for p, t in zip(chunk, timings, strict=True)]
+        if on_chunk is not None:
+            on_chunk(len(chunk), chunk[-1])
+        del calls
+        chunk = []
+    return out

@@ -103,18 +103,14 @@ def counted_costs(names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
 
 
 def time_opkinds(timer: Timer, names: tuple[str, ...], costs: dict[str, tuple[int, int]], *, runs: int,
-                 min_seconds: float) -> list[OpKindPoint]:
+                 min_seconds: float = 0.0) -> list[OpKindPoint]:
     """Time each op eagerly on ``timer.device`` and attach its counted vector FLOPs and bytes
     (``costs`` from :func:`counted_costs`)."""
     aux = Aux(IMAGE[1], TOKENS[2]).to(timer.device)
     inputs = {IMAGE: torch.randn(IMAGE, device=timer.device), TOKENS: torch.randn(TOKENS, device=timer.device)}
-    out = []
-    with torch.inference_mode():
-        for name in names:
-            if name not in costs:
-                continue
-            shape, fn = OPS[name]
-            x = inputs[shape]
-            t = timer.time(lambda fn=fn, x=x: fn(x, aux), min_runs=runs, min_seconds=min_seconds)
-            out.append(OpKindPoint(name, t.median_s, costs[name][0], costs[name][1], t.spread))
-    return out
+    names = tuple(n for n in names if n in costs)
+    calls = [lambda fn=OPS[n][1], x=inputs[OPS[n][0]]: fn(x, aux) for n in names]
+    with torch.inference_mode():  # round-robin: each op follows a different op, as in a network
+        timings = timer.time_each(calls, rounds=max(runs, 5), warmup_rounds=2)
+    return [OpKindPoint(n, t.median_s, costs[n][0], costs[n][1], t.spread)
+            for n, t in zip(names, timings, strict=True)]

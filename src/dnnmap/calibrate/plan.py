@@ -45,17 +45,31 @@ class GemmGrid:
 @dataclass(frozen=True)
 class ConvGrid:
     """Axes of a conv table in its GEMM view: M = batch*Ho*Wo (as hw*hw at batch 1),
-    N = out channels, K = in channels * kernel * kernel (depthwise: K = kernel*kernel)."""
+    N = out channels, K = in channels per group * kernel * kernel.
 
-    kind: str  # "conv" (kernel > 1), "conv1x1" or "depthwise"
+    ``kind`` "conv" (dense k x k), "conv1x1" (pointwise) or "grouped": channels in groups of
+    ``group_width`` (1 = depthwise), stored in the depthwise table keyed by
+    (M, channels, K = group_width * kernel * kernel)."""
+
+    kind: str
     kernel: int
     hw: tuple[int, ...]  # output height = width (stride 1, same padding)
-    cout: tuple[int, ...]  # depthwise: channels
-    cin: tuple[int, ...] = (1,)  # ignored for depthwise
+    cout: tuple[int, ...]  # grouped: channels (in = out)
+    cin: tuple[int, ...] = (1,)  # ignored for grouped
+    group_width: int = 1  # grouped only
+    max_flops: float = float("inf")  # larger points are skipped (their throughput has saturated)
 
     def points(self) -> list[tuple[int, int, int]]:
-        """(hw, cin, cout) triples."""
-        return [(hw, ci, co) for hw in self.hw for ci in self.cin for co in self.cout]
+        """(hw, cin, cout) triples within the FLOP cap."""
+        out = []
+        for hw in self.hw:
+            for ci in (self.cin if self.kind != "grouped" else (self.group_width,)):
+                for co in self.cout:
+                    if self.kind == "grouped" and co % self.group_width:
+                        continue
+                    if 2.0 * hw * hw * co * ci * self.kernel**2 <= self.max_flops:
+                        out.append((hw, ci, co))
+        return out
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class Plan:
     convs: tuple[ConvGrid, ...]
     bandwidth_bytes: tuple[int, ...]  # working-set sizes of the copy / add sweeps
     runs: int = 5  # timed samples per point (median kept)
+    warmup: int = 2  # untimed calls before them
     min_seconds: float = 0.02  # and at least this much timed work per point
     passes: int = 1  # sweeps over every grid; per point the fastest median is kept
     opkinds: tuple[str, ...] = ()  # op-kind microbenchmarks (see dnnmap.calibrate.opkinds)
@@ -90,8 +105,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             convs=(
                 ConvGrid("conv", 3, hw=(7, 28), cin=(16, 64), cout=(16, 64)),
                 ConvGrid("conv1x1", 1, hw=(1, 7, 28), cin=(16, 128), cout=(16, 128)),
-                ConvGrid("depthwise", 3, hw=(7, 28), cout=(32, 256)),
-                ConvGrid("depthwise", 5, hw=(7, 28), cout=(32, 256)),
+                ConvGrid("grouped", 3, hw=(7, 28), cout=(32, 256), group_width=1),
+                ConvGrid("grouped", 5, hw=(7, 28), cout=(32, 256), group_width=1),
+                ConvGrid("grouped", 3, hw=(7, 28), cout=(32, 256), group_width=8),
             ),
             bandwidth_bytes=_pow2(12, 26, 2),  # 4 KiB .. 64 MiB
             runs=3,
@@ -99,10 +115,16 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             quick=True,
             opkinds=QUICK_OPKINDS,
         )
+    # channel counts in half-octave steps: real layers (24, 48, 96, 192, 384, 768 ...) are not
+    # powers of two, and kernels run slower on sizes that do not fill their register blocks
+    ch = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+    cap = 2e9  # FLOPs: above ~10 ms a point has reached its asymptotic throughput
     return Plan(
         device="cpu",
         gemm_fp32=GemmGrid(
-            "float32", m=(1, 8, 32, 128, 512, 2048), n=(32, 128, 512, 2048), k=(32, 128, 512, 2048)
+            "float32", m=(1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096),
+            n=(32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072),
+            k=(32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072), max_flops=cap,
         ),
         # bf16 runs where torch supports it; without native bf16 FMA it is emulated and slow,
         # so the grid is cut at 2e8 FLOPs a point (~0.1 s at 2 GFLOP/s).
@@ -110,16 +132,20 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             GemmGrid("bfloat16", m=(1, 32, 256), n=(64, 512), k=(64, 512), max_flops=2e8),
         ),
         convs=(
-            ConvGrid("conv", 3, hw=(7, 14, 28, 56, 112), cin=(3, 16, 64, 256), cout=(16, 64, 256, 1024)),
+            ConvGrid("conv", 3, hw=(7, 14, 28, 56, 112), cin=(3, 16, 32, 64, 96, 128, 192, 256, 384, 512),
+                     cout=ch[:11], max_flops=cap),
             # hw=1: the squeeze-excitation 1x1 convs on a pooled 1x1 map
-            ConvGrid("conv1x1", 1, hw=(1, 7, 14, 28, 56, 112), cin=(16, 64, 256, 1024), cout=(16, 64, 256, 1024)),
-            ConvGrid("depthwise", 3, hw=(7, 14, 28, 56, 112), cout=(16, 64, 256, 1024)),
-            ConvGrid("depthwise", 5, hw=(7, 14, 28, 56, 112), cout=(16, 64, 256, 1024)),
+            ConvGrid("conv1x1", 1, hw=(1, 7, 14, 28, 56, 112), cin=ch, cout=ch, max_flops=cap),
+            ConvGrid("grouped", 3, hw=(7, 14, 28, 56, 112), cout=ch, group_width=1),
+            ConvGrid("grouped", 5, hw=(7, 14, 28, 56, 112), cout=ch, group_width=1),
+            ConvGrid("grouped", 3, hw=(7, 14, 28, 56, 112), cout=ch, group_width=8),
+            ConvGrid("grouped", 3, hw=(7, 14, 28, 56, 112), cout=ch, group_width=16),
         ),
         bandwidth_bytes=_pow2(12, 28, 1),  # 4 KiB .. 256 MiB: every cache level and DRAM
-        runs=5,
-        min_seconds=0.02,
-        passes=3,
+        runs=3,
+        warmup=1,
+        min_seconds=0.002,
+        passes=2,
         opkinds=ALL_OPKINDS,
         idle_wait_s=10.0,
     )
@@ -135,7 +161,7 @@ def _cuda_plan(quick: bool) -> Plan:
         convs=(
             ConvGrid("conv", 3, hw=(7, 28, 112) if not quick else (28,), cin=(16, 256), cout=(64, 512)),
             ConvGrid("conv1x1", 1, hw=(7, 28, 112) if not quick else (28,), cin=(64, 1024), cout=(64, 1024)),
-            ConvGrid("depthwise", 3, hw=(7, 28, 112) if not quick else (28,), cout=(64, 1024)),
+            ConvGrid("grouped", 3, hw=(7, 28, 112) if not quick else (28,), cout=(64, 1024), group_width=1),
         ),
         bandwidth_bytes=_pow2(14, 31, 1) if not quick else _pow2(14, 30, 4),  # 16 KiB .. 2 GiB
         runs=10 if not quick else 3,

@@ -23,7 +23,9 @@ from dnnmap.calibrate.collect import Measurements
 from dnnmap.calibrate.microbench import ConvPoint, GemmPoint
 
 _PREC = {"float32": "fp32", "tf32": "tf32", "bfloat16": "bf16", "float16": "fp16"}
-_CONV_KIND = {"conv": "dense", "conv1x1": "pointwise", "depthwise": "depthwise"}
+# grouped convs (depthwise = group width 1) share the schema's depthwise table, keyed by
+# (output pixels, channels, K = channels per group * kernel area)
+_CONV_KIND = {"conv": "dense", "conv1x1": "pointwise", "grouped": "depthwise"}
 # a bandwidth point is kept only when its dispatch-free part is at least this share of the
 # call: below it the bytes are lost in the fixed cost and no bandwidth can be read off
 _RESOLVABLE = 0.5

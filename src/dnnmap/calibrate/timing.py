@@ -54,6 +54,8 @@ class Timer(Protocol):
 
     def synchronize(self) -> None: ...
 
+    def time_each(self, fns: list[Callable[[], object]], *, rounds: int, warmup_rounds: int = 1) -> list[Timing]: ...
+
 
 def _summarise(samples: list[float]) -> Timing:
     return Timing(statistics.median(samples), min(samples), len(samples), tuple(samples))
@@ -94,6 +96,22 @@ class CpuTimer:
             spent += dt
             samples.append(dt / inner)
         return _summarise(samples)
+
+    def time_each(self, fns: list[Callable[[], object]], *, rounds: int, warmup_rounds: int = 1) -> list[Timing]:
+        """Round-robin: call ``fns[0], fns[1], ...`` in turn, ``rounds`` times, timing every call.
+
+        Consecutive calls run different kernels on different data, as the layers of a network
+        do, so no call finds its predecessor's code, primitive or operands hot (the hot-loop
+        :meth:`time` of one call measures the best case a network never sees)."""
+        samples: list[list[float]] = [[] for _ in fns]
+        for r in range(warmup_rounds + rounds):
+            for i, fn in enumerate(fns):
+                start = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - start
+                if r >= warmup_rounds:
+                    samples[i].append(dt)
+        return [_summarise(s) for s in samples]
 
 
 @dataclass
@@ -139,6 +157,22 @@ class CudaTimer:
             spent += dt
             samples.append(dt / inner)
         return _summarise(samples)
+
+    def time_each(self, fns: list[Callable[[], object]], *, rounds: int, warmup_rounds: int = 1) -> list[Timing]:
+        """Round-robin over ``fns`` (see :meth:`CpuTimer.time_each`), one event pair per call."""
+        import torch
+
+        samples: list[list[float]] = [[] for _ in fns]
+        for r in range(warmup_rounds + rounds):
+            for i, fn in enumerate(fns):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                if r >= warmup_rounds:
+                    samples[i].append(start.elapsed_time(end) / 1e3)
+        return [_summarise(s) for s in samples]
 
 
 def timer_for(device: str) -> Timer:

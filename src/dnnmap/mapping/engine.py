@@ -167,6 +167,12 @@ def _measured_tensor_rate(work: Work, device: Device) -> float | None:
     if cal is None or work.tensor_flops == 0:
         return None
     p, prec, flops = work.parallelism, device.tensor_precision, work.tensor_flops
+    if work.op_class is OpClass.CONV and p.gemm_batch > 1 and not p.depthwise:
+        # grouped conv: the grouped table (calibrate measures group widths 1, 8, 16 into the
+        # depthwise table, keyed by output pixels, channels, channels per group * kernel area)
+        tf = conv_shape_tflops(cal, ConvKind.DEPTHWISE, prec, p.gemm_m, p.gemm_n * p.gemm_batch, p.gemm_k)
+        if tf is not None:
+            return min(tf * 1e12, device.peak)
     if work.op_class is OpClass.CONV and p.depthwise:
         tf = conv_shape_tflops(cal, ConvKind.DEPTHWISE, prec, p.gemm_m, p.gemm_batch, p.gemm_k)
         tf = tf if tf is not None else conv_tflops(cal, ConvKind.DEPTHWISE, prec, flops)

@@ -60,16 +60,23 @@ def _scalar(cal: Calibration, key: str) -> float | None:
 
 
 def dispatch_s(work: Work, device: Device) -> float | None:
-    """Seconds of fixed per-call cost for the subgraph's eager calls (None: uncalibrated)."""
+    """Seconds of fixed per-call cost of the subgraph's eager calls (None: uncalibrated).
+
+    The dominant op's measured tiny-op latency (through its ``torch.nn`` module when it is a
+    leaf module's whole forward, e.g. ``nn.BatchNorm2d``), one view dispatch per folded view,
+    and one module entry (``nn.Identity`` call) per further module level entered."""
     cal = device.calibration
     if cal is None:
         return None
-    main = _scalar(cal, f"dispatch_{dispatch_key(work.op_name, work.op_class.value)}_us")
+    key = dispatch_key(work.op_name, work.op_class.value)
+    module = _scalar(cal, f"dispatch_module_{key}_us") if work.leaf_module else None
+    main = module if module is not None else _scalar(cal, f"dispatch_{key}_us")
     if main is None:
         return None
     views = max(0, work.dispatches - 1)
-    view_us = _scalar(cal, "dispatch_view_us") or 0.0
-    return (main + views * view_us) * 1e-6
+    entries = max(0, work.module_entries - (1 if module is not None else 0))  # the leaf's own entry is in ``module``
+    extra = views * (_scalar(cal, "dispatch_view_us") or 0.0) + entries * (_scalar(cal, "dispatch_module_call_us") or 0.0)
+    return (main + extra) * 1e-6
 
 
 def vector_rate(work: Work, device: Device, thread_share: float) -> float | None:

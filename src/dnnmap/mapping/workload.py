@@ -43,6 +43,11 @@ class Work:
     # included) is dispatched on its own; a fused kernel is one launch
     op_name: str = ""
     dispatches: int = 1
+    # eager module structure (unfused partitions only): whether the dominant op is the whole
+    # forward of a leaf module (nn.Conv2d -> conv2d), and how many module levels the
+    # subgraph's ops enter (each nn.Module.__call__ costs Python time in eager mode)
+    leaf_module: bool = False
+    module_entries: int = 0
 
     @property
     def flops(self) -> int:
@@ -83,7 +88,8 @@ def _ratio(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, stat
     return new / old if old else 1.0
 
 
-def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = False) -> Work:
+def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = False,
+            calls: ModuleCalls | None = None) -> Work:
     """Restate ``sg`` at ``precision`` (the partition's byte counts scaled tensor by tensor)."""
     act_read = sg.external_bytes_read - sg.weight_bytes
     r_act = _ratio(graph, sg.inputs, precision, static=False)
@@ -113,7 +119,47 @@ def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = Fals
         pointwise=sg.op_class is OpClass.CONV and _is_pointwise(graph, sg),
         op_name=_dominant_name(graph, sg),
         dispatches=len(sg.op_ids) if eager else 1,
+        leaf_module=bool(calls and calls.is_leaf_op(graph, sg)),
+        module_entries=sum(calls.entries.get(o, 0) for o in sg.op_ids) if calls else 0,
     )
+
+
+@dataclass(frozen=True)
+class ModuleCalls:
+    """Eager module structure read off the ops' module paths, in execution order.
+
+    ``entries[op]``: module levels entered just before ``op`` runs (path ``a.b.c`` after
+    ``a.x`` enters ``a.b`` and ``a.b.c``: 2). ``leaves``: paths no other op's path extends
+    (a leaf module: its forward is its own ops)."""
+
+    entries: dict[str, int]
+    leaves: frozenset[str]
+
+    @classmethod
+    def of(cls, graph: Graph) -> ModuleCalls:
+        entries: dict[str, int] = {}
+        prev: list[str] = []
+        paths = {op.module_path for op in graph.ops}
+        inner = _prefixes(paths)
+        for op in graph.ops:
+            cur = op.module_path.split(".") if op.module_path else []
+            common = next((i for i, (a, b) in enumerate(zip(prev, cur, strict=False)) if a != b), min(len(prev), len(cur)))
+            entries[op.id] = len(cur) - common
+            prev = cur
+        return cls(entries, frozenset(p for p in paths if p and p not in inner))
+
+    def is_leaf_op(self, graph: Graph, sg: Subgraph) -> bool:
+        main = next((graph.op(o) for o in sg.op_ids if graph.op(o).op_class is sg.op_class), None)
+        return main is not None and main.module_path in self.leaves
+
+
+def _prefixes(paths: set[str]) -> set[str]:
+    """Every proper prefix path of the given paths: ``{"a.b.c"} -> {"a", "a.b"}``."""
+    out: set[str] = set()
+    for p in paths:
+        parts = p.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    return out
 
 
 def _dominant_name(graph: Graph, sg: Subgraph) -> str:
@@ -146,4 +192,5 @@ def _is_pointwise(graph: Graph, sg: Subgraph) -> bool:
 def workload(partition: Partition, precision: Precision) -> tuple[Work, ...]:
     """Every subgraph of ``partition`` restated at ``precision``, in partition order."""
     eager = partition.strategy.value == "unfused"
-    return tuple(work_of(partition.graph, sg, precision, eager) for sg in partition.subgraphs)
+    calls = ModuleCalls.of(partition.graph) if eager else None
+    return tuple(work_of(partition.graph, sg, precision, eager, calls) for sg in partition.subgraphs)

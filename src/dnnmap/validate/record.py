@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 HELD_OUT_NOTE = (
-    "Held-out protocol: the hardware profile comes from microbenchmarks only (GEMM, conv, "
-    "copy / elementwise bandwidth, tiny-op dispatch); no constant was fitted to the models "
-    "validated here, and nothing in the prediction is keyed on a model or layer name."
+    "Held-out protocol: the hardware profile comes from microbenchmarks only (GEMM and conv "
+    "grids, bandwidth sweeps, tiny-op dispatch, op-kind rates); no constant was fitted to the "
+    "models validated here, and nothing in the prediction is keyed on a model or layer name."
 )
 EAGER_NOTE = (
     "Measured: eager PyTorch (one kernel per ATen op), so predictions use the 'unfused' "
