@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -66,13 +67,7 @@ def analyze(
         model, hardware, batch=batch, precision=precision, strategy=strategy, streams=streams,
         onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()], **kw,
     )
-    if json_out is not None:
-        write_json(json_out, estimate_to_dict(est), force)
-    if csv_out is not None:
-        write_text(csv_out, estimate_dataframe(est).to_csv(index=False), force)
-    if "-" not in (str(json_out), str(csv_out)):
-        for r in render_analyze(est, top=top):
-            console.print(r)
+    _emit(estimate_to_dict(est), estimate_dataframe(est), render_analyze(est, top=top), json_out, csv_out, force)
 
 
 @handle_errors
@@ -103,9 +98,16 @@ def compare(
         model, hardware, batch=batch, precision=precision, strategy=strategy, streams=streams, baseline=baseline,
         onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()], **kw,
     )
+    _emit(comparison_to_dict(cmp), comparison_dataframe(cmp), [render_compare(cmp)], json_out, csv_out, force)
+
+
+def _emit(data: dict, frame: Any, renderables: list[Any], json_out: Path | None, csv_out: Path | None,
+          force: bool) -> None:
+    """JSON / CSV files when asked; the rich tables unless one of them went to stdout."""
     if json_out is not None:
-        write_json(json_out, comparison_to_dict(cmp), force)
+        write_json(json_out, data, force)
     if csv_out is not None:
-        write_text(csv_out, comparison_dataframe(cmp).to_csv(index=False), force)
+        write_text(csv_out, frame.to_csv(index=False), force)
     if "-" not in (str(json_out), str(csv_out)):
-        console.print(render_compare(cmp))
+        for r in renderables:
+            console.print(r)
