@@ -56,29 +56,44 @@ def partition(model: Any, strategy: str = "compiler", onchip_budget_bytes: int |
     return _partition(_counted(model, **capture_kwargs), strategy=strategy, onchip_budget_bytes=onchip_budget_bytes)
 
 
+def scenario(model: Any, **kw: Any):  # noqa: ANN201 - pipeline.Scenario
+    """A :class:`dnnmap.pipeline.Scenario` from keyword arguments (capture keywords included)."""
+    from dnnmap.pipeline import Scenario
+
+    fields = set(Scenario.__dataclass_fields__)
+    extra = {k: kw.pop(k) for k in list(kw) if k not in fields}
+    if extra:
+        kw["capture_kwargs"] = tuple(sorted(extra.items()))
+    return Scenario(model, **kw)
+
+
 def analyze(
     model: Any,
     hardware: Any,
     *,
     batch: int = 1,
     precision: str = "fp32",
-    strategy: str = "compiler",
+    mode: str = "compiled",
+    strategy: str | None = None,
     streams: int = 1,
     onchip_budget_bytes: int | None = None,
     hardware_dirs: Sequence[str] = (),
-    **capture_kwargs: Any,
+    **scenario_kwargs: Any,
 ):  # noqa: ANN201 - mapping.Estimate
     """Predict latency, throughput, utilization and energy of ``model`` on one device.
 
     ``hardware`` is a profile name (``"h100-sxm5"``), a YAML path or a ``HardwareProfile``.
-    The model is captured once at ``capture_kwargs['dtype']`` (fp32 by default); ``precision``
-    rescales every floating tensor's bytes and picks the device's peak for that precision.
+    ``mode`` is ``eager`` (one kernel per ATen op, issued by Python), ``compiled`` (the
+    compiler's fused kernels) or ``cudagraph``; further keywords are fields of
+    :class:`dnnmap.pipeline.Scenario` (``seq_len``, ``attn_implementation``, ``tf32``,
+    ``strict`` ...). The model is captured once at ``dtype`` (fp32 by default);
+    ``precision`` rescales every floating tensor's bytes and picks the device's peak.
     """
-    from dnnmap.mapping import map_partition
+    from dnnmap.pipeline import estimate
 
-    profile = _profile(hardware, hardware_dirs)
-    part = partition(model, strategy, onchip_budget_bytes, batch=batch, **capture_kwargs)
-    return map_partition(part, profile, precision=precision, batch=batch, streams=streams)
+    s = scenario(model, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
+                 onchip_budget_bytes=onchip_budget_bytes, **scenario_kwargs)
+    return estimate(s, _profile(hardware, hardware_dirs))
 
 
 def compare(
@@ -87,12 +102,13 @@ def compare(
     *,
     batch: int = 1,
     precision: str = "fp32",
-    strategy: str = "compiler",
+    mode: str = "compiled",
+    strategy: str | None = None,
     streams: int = 1,
     baseline: str | None = None,
     onchip_budget_bytes: int | None = None,
     hardware_dirs: Sequence[str] = (),
-    **capture_kwargs: Any,
+    **scenario_kwargs: Any,
 ):  # noqa: ANN201 - mapping.Comparison
     """Map one capture and one partition of ``model`` onto several devices side by side.
 
@@ -100,7 +116,7 @@ def compare(
     Capture and partition are done once and shared by every device.
     """
     from dnnmap.hardware import list_profiles
-    from dnnmap.mapping import compare_partition
+    from dnnmap.pipeline import compare as compare_scenario
 
     if isinstance(hardware, str):
         if hardware == "all":
@@ -109,8 +125,9 @@ def compare(
             profiles = [_profile(h.strip(), hardware_dirs) for h in hardware.split(",") if h.strip()]
     else:
         profiles = [_profile(h, hardware_dirs) for h in hardware]
-    part = partition(model, strategy, onchip_budget_bytes, batch=batch, **capture_kwargs)
-    return compare_partition(part, profiles, precision=precision, batch=batch, streams=streams, baseline=baseline)
+    s = scenario(model, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
+                 onchip_budget_bytes=onchip_budget_bytes, **scenario_kwargs)
+    return compare_scenario(s, profiles, baseline=baseline)
 
 
 def _profile(hardware: Any, hardware_dirs: Sequence[str]):  # noqa: ANN202

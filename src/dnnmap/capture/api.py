@@ -38,11 +38,18 @@ def capture(
     dtype: str = "fp32",
     inputs: tuple | None = None,
     path: str = "auto",
+    attn_implementation: str | None = None,
 ) -> Graph:
-    """Capture ``model`` as an :class:`~dnnmap.ir.Graph` (see the module docstring)."""
+    """Capture ``model`` as an :class:`~dnnmap.ir.Graph` (see the module docstring).
+
+    ``attn_implementation`` (``eager`` / ``sdpa`` / ``flash``, Hugging Face models): how
+    attention is built (see :mod:`dnnmap.capture.hf`); ``meta["attention"]`` says what ran."""
+    from dnnmap.capture import hf
+
     if path not in PATHS:
         raise DnnmapError(f"capture path must be one of {', '.join(PATHS)}, not {path!r}")
-    name, module, example = _prepare(model, batch, input_shape, seq_len, dtype, inputs)
+    with hf.attention(attn_implementation):
+        name, module, example = _prepare(model, batch, input_shape, seq_len, dtype, inputs)
     meta: dict[str, Any] = {
         "model": name,
         "batch": batch if batch is not None else _leading_dim(example),
@@ -50,6 +57,9 @@ def capture(
         "input_shapes": tuple(tuple(t.shape) for t in tree_leaves(example) if isinstance(t, torch.Tensor)),
         "torch_version": torch.__version__,
     }
+    ran = getattr(module, "dnnmap_attention", None)
+    if ran is not None:
+        meta["attention"] = ran
     reason = None
     if path in ("auto", "export"):
         try:

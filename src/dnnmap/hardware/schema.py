@@ -48,21 +48,34 @@ from dnnmap.hardware.types import (
 
 __all__ = [  # the schema's names, wherever they are defined
     "BandwidthKind", "BandwidthPoint", "Calibration", "CalibrationMeta", "Clocks", "ConvKind",
-    "CoreGroup", "CpuCompute", "DeviceClass", "GpuCompute", "HardwareProfile", "KpuCompute",
+    "CoreGroup", "CpuCompute", "DeviceClass", "GpuCompute", "GpuVendor", "MmaShape", "SimtTile", "HardwareProfile", "KpuCompute",
     "MemoryLevel", "MemoryScope", "OverlapPolicy", "Power", "Precision", "Provenance",
     "ShapePoint", "ThreadPoint", "ThroughputPoint", "TpuCompute",
 ]
 
 
 class Clocks(_Strict):
+    """``sustained_mhz``: the clock the chip holds under a sustained full compute load, where the
+    power or thermal limit keeps it below boost (a 70 W T4 or 72 W L4 at full FP32 load). Peaks
+    are quoted at ``boost_mhz``; the mapper scales compute rates by ``sustained / boost``.
+    None: the chip holds its boost clock."""
+
     base_mhz: Positive
     boost_mhz: Positive
+    sustained_mhz: Positive | None = None
 
     @model_validator(mode="after")
     def _boost_not_below_base(self) -> Clocks:
         if self.boost_mhz < self.base_mhz:
             raise ValueError(f"boost_mhz ({self.boost_mhz}) is below base_mhz ({self.base_mhz})")
+        if self.sustained_mhz is not None and self.sustained_mhz > self.boost_mhz:
+            raise ValueError(f"sustained_mhz ({self.sustained_mhz}) is above boost_mhz ({self.boost_mhz})")
         return self
+
+    @property
+    def sustained_ratio(self) -> float:
+        """Sustained / boost clock: 1.0 when the chip holds boost under load."""
+        return 1.0 if self.sustained_mhz is None else self.sustained_mhz / self.boost_mhz
 
 
 class CoreGroup(_Strict):
@@ -105,7 +118,41 @@ class CpuCompute(_Strict):
         return next((g for g in self.core_groups if g.kind == "performance"), self.core_groups[0])
 
 
+class MmaShape(_Strict):
+    """One matrix-core instruction's shape: ``m x n`` outputs accumulating over ``k`` (per warp /
+    wavefront), e.g. Ampere's ``mma.sync.m16n8k16`` for fp16 -> ``{m: 16, n: 8, k: 16}``."""
+
+    m: Count
+    n: Count
+    k: Count
+
+
+class SimtTile(_Strict):
+    """A CUDA-core (SIMT) GEMM kernel's thread-block tile: ``tm x tn`` outputs computed by
+    ``threads`` threads (cuBLAS ``*_sgemm_128x64_*`` kernels, CUTLASS SIMT tiles)."""
+
+    tm: Count
+    tn: Count
+    threads: Count
+
+    @model_validator(mode="after")
+    def _whole_thread_tiles(self) -> SimtTile:
+        if (self.tm * self.tn) % self.threads:
+            raise ValueError(f"tile {self.tm}x{self.tn} does not split evenly over {self.threads} threads")
+        return self
+
+
+class GpuVendor(StrEnum):
+    NVIDIA = "nvidia"  # SMs, 32-thread warps, tensor cores, shared memory
+    AMD = "amd"  # CUs, 64-thread wavefronts, matrix cores, LDS
+
+
 class GpuCompute(_Strict):
+    """One GPU's organization. For AMD CDNA GPUs ``sms`` counts compute units (CUs),
+    ``warp_size`` is the 64-wide wavefront, ``tensor_cores_per_sm`` the matrix cores per CU,
+    ``fp32_lanes_per_sm`` the FP32 lanes per CU (64 on CDNA) and ``shared_mem_*`` the LDS."""
+
+    vendor: GpuVendor = GpuVendor.NVIDIA
     sms: Count  # streaming multiprocessors (compute units)
     tensor_cores_per_sm: Annotated[int, Field(ge=0)]  # 0: no tensor cores
     fp32_lanes_per_sm: Count  # "CUDA cores" per SM: FP32 FMA lanes
@@ -117,6 +164,24 @@ class GpuCompute(_Strict):
     shared_mem_per_block_bytes: Count  # largest a single block may use (opt-in)
     registers_per_sm: Count  # 32-bit registers
     max_concurrent_kernels: Count  # kernels resident at once (streams)
+    # FP32 FMA lanes fed by one warp scheduler (Volta..Hopper: 16 of 32 lanes -> a warp's FFMA
+    # issues over 2 cycles, leaving the other issue slot to loads; Pascal, GA10x, Ada: 32).
+    # None: fp32_lanes_per_sm / 4 schedulers
+    fp32_lanes_per_scheduler: Count | None = None
+    # which precisions the tensor / matrix cores run, with their MMA instruction shape (data,
+    # like tinygrad's renderer/tc.py); a precision not listed runs on the CUDA cores / SIMD
+    matrix_precisions: dict[Precision, MmaShape] = Field(default_factory=dict)
+    # the SIMT (CUDA-core) GEMM tiles the vendor library picks from at fp32 without TF32
+    simt_gemm_tiles: tuple[SimtTile, ...] = ()
+    l2_residency: bool = True  # whether outputs that fit in L2 are read back from L2 by later kernels
+
+    @property
+    def unit_name(self) -> str:
+        return "CU" if self.vendor is GpuVendor.AMD else "SM"
+
+    @property
+    def lanes_per_scheduler(self) -> int:
+        return self.fp32_lanes_per_scheduler or max(1, self.fp32_lanes_per_sm // 4)
 
     @property
     def max_warps_per_sm(self) -> int:
@@ -201,6 +266,12 @@ class HardwareProfile(_Strict):
     vector_peak_tflops: dict[Precision, Positive] = Field(min_length=1)
     memory: tuple[MemoryLevel, ...] = Field(min_length=1)  # nearest (smallest) first, DRAM last
     kernel_launch_us: NonNegative  # fixed cost per kernel launch / op dispatch
+    # GPU host timeline (see mapping/schedule.py): host CPU time eager PyTorch spends per ATen op
+    # (Python + dispatcher + launch call); None -> kernel_launch_us
+    eager_dispatch_us: NonNegative | None = None
+    # device time between back-to-back kernels on one stream (launch latency once queued /
+    # replayed from a CUDA graph); None -> 0
+    kernel_gap_us: NonNegative | None = None
     overlap: OverlapPolicy = OverlapPolicy.OVERLAP
     power: Power
     energy_pj_per_flop: dict[Precision, Positive] = Field(min_length=1)

@@ -115,3 +115,60 @@ class OpClass(StrEnum):
 class CapturePath(StrEnum):
     EXPORT = "export"  # torch.export.export(strict=False) under FakeTensorMode
     DISPATCH = "dispatch"  # TorchDispatchMode recorder (fallback)
+
+
+class ExecutionMode(StrEnum):
+    """How the model runs: decides the kernels (partition) and who issues them (schedule).
+
+    >>> ExecutionMode.parse("Eager").strategy, ExecutionMode.CUDAGRAPH.strategy
+    ('unfused', 'compiler')
+    """
+
+    EAGER = "eager"  # one kernel per ATen op, each dispatched by Python on the host
+    COMPILED = "compiled"  # the compiler's fused kernels (torch.compile / Inductor), launched by its wrapper
+    CUDAGRAPH = "cudagraph"  # the compiled kernels replayed from a CUDA graph: one host launch
+
+    @property
+    def strategy(self) -> str:
+        """The fusion strategy whose partition this mode launches."""
+        return "unfused" if self is ExecutionMode.EAGER else "compiler"
+
+    @classmethod
+    def parse(cls, name: str | ExecutionMode) -> ExecutionMode:
+        if isinstance(name, ExecutionMode):
+            return name
+        try:
+            return cls(str(name).lower())
+        except ValueError:
+            from dnnmap.errors import DnnmapError
+
+            raise DnnmapError(
+                f"unknown execution mode {name!r}: use one of {', '.join(m.value for m in cls)}"
+            ) from None
+
+
+class Tf32Mode(StrEnum):
+    """Whether fp32 GEMMs / convs may run as TF32 on tensor cores (PyTorch's switches).
+
+    ``default`` is PyTorch's own: ``torch.backends.cudnn.allow_tf32 = True`` (convolutions
+    run TF32) and ``torch.backends.cuda.matmul.allow_tf32 = False`` (matmuls run fp32),
+    per the PyTorch "TensorFloat-32 (TF32) on Ampere (and later) devices" note.
+    """
+
+    DEFAULT = "default"
+    ON = "on"  # both
+    OFF = "off"  # neither (as NeuSight's measurements ran)
+
+    def allows(self, is_conv: bool) -> bool:
+        return self is Tf32Mode.ON or (self is Tf32Mode.DEFAULT and is_conv)
+
+    @classmethod
+    def parse(cls, name: str | Tf32Mode) -> Tf32Mode:
+        if isinstance(name, Tf32Mode):
+            return name
+        try:
+            return cls(str(name).lower())
+        except ValueError:
+            from dnnmap.errors import DnnmapError
+
+            raise DnnmapError(f"unknown --tf32 value {name!r}: use default, on or off") from None

@@ -20,11 +20,14 @@ from typing import Any
 from dnnmap.errors import DnnmapError
 from dnnmap.fusion.partition import Partition
 from dnnmap.hardware.schema import DeviceClass, HardwareProfile, Precision
+from dnnmap.ir import ExecutionMode, Tf32Mode
 from dnnmap.mapping import cpu, gpu, kpu, tpu
+from dnnmap.mapping import measured as cal_terms
 from dnnmap.mapping.device import Device
-from dnnmap.mapping.engine import Placement, estimate, weights_home
+from dnnmap.mapping.engine import Placement, estimate, l2_level, weights_home
 from dnnmap.mapping.estimate import Estimate, Roofline, SubgraphEstimate
-from dnnmap.mapping.schedule import concurrent, serial
+from dnnmap.mapping.residency import l2_hits
+from dnnmap.mapping.schedule import Schedule, concurrent, serial, two_timelines
 from dnnmap.mapping.workload import Work, workload
 
 Mapper = Callable[[Work, Device], Placement]
@@ -72,21 +75,59 @@ def _streams(device: Device, streams: int, notes: list[str]) -> int:
     return min(streams, g.max_concurrent_kernels)
 
 
+def mode_of(partition: Partition, mode: ExecutionMode | str | None) -> ExecutionMode:
+    """The execution mode asked for, else the one the partition's strategy stands for."""
+    if mode is not None:
+        return ExecutionMode.parse(mode)
+    return ExecutionMode.EAGER if partition.strategy.value == "unfused" else ExecutionMode.COMPILED
+
+
+def issue_costs(works: Sequence[Work], device: Device, mode: ExecutionMode) -> tuple[list[float], float]:
+    """(host seconds to issue each kernel, host seconds before the first) on a GPU.
+
+    eager: each ATen op of the kernel is one dispatch (the calibrated per-kind cost where the
+    profile has one); compiled: one launch per kernel by the compiler's wrapper; cudagraph:
+    one graph launch, then nothing per kernel."""
+    if mode is ExecutionMode.CUDAGRAPH:
+        return [0.0] * len(works), device.launch_overhead_s
+    if mode is ExecutionMode.COMPILED:
+        return [device.launch_overhead_s] * len(works), 0.0
+    out = []
+    for w in works:
+        measured = cal_terms.dispatch_s(w, device)
+        out.append(measured if measured is not None else w.dispatches * device.eager_dispatch_s)
+    return out, 0.0
+
+
+def _schedule(partition: Partition, works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device: Device,
+              n_streams: int, mode: ExecutionMode) -> tuple[tuple[SubgraphEstimate, ...], Schedule]:
+    if n_streams > 1:
+        from dnnmap.concurrency import stages, subgraph_dag
+
+        return subs, concurrent(subs, stages(subgraph_dag(partition)), n_streams)
+    if device.profile.gpu is None:
+        return subs, serial(subs)
+    from dataclasses import replace
+
+    costs, first = issue_costs(works, device, mode)
+    subs = tuple(replace(s, host_s=c) for s, c in zip(subs, costs, strict=True))
+    return subs, two_timelines(subs, costs, first)
+
+
 def map_works(
-    partition: Partition, works: Sequence[Work], device: Device, batch: int, streams: int = 1
+    partition: Partition, works: Sequence[Work], device: Device, batch: int, streams: int = 1,
+    mode: ExecutionMode | str | None = None,
 ) -> Estimate:
     """Map prepared work (see :func:`dnnmap.mapping.workload.workload`) onto ``device``."""
     notes = list(device.notes)
+    run_mode = mode_of(partition, mode)
     place = MAPPERS[device.device_class]
     homes = weights_home(device, tuple(works))
-    subs = tuple(estimate(w, place(w, device), device, homes) for w in works)
+    l2 = l2_level(device)
+    hits = l2_hits(works, l2.capacity_bytes * l2.instances) if l2 is not None else {}
+    subs = tuple(estimate(w, place(w, device), device, homes, hits.get(w.subgraph_id, 0)) for w in works)
     n_streams = _streams(device, streams, notes)
-    if n_streams == 1:
-        sched = serial(subs)
-    else:
-        from dnnmap.concurrency import stages, subgraph_dag
-
-        sched = concurrent(subs, stages(subgraph_dag(partition)), n_streams)
+    subs, sched = _schedule(partition, works, subs, device, n_streams, run_mode)
     latency = sched.latency_s
     energy = sum(s.dynamic_energy_j for s in subs) + device.idle_w * latency
     if latency > 0 and energy / latency > device.tdp_w:
@@ -104,7 +145,9 @@ def map_works(
         units_busy=_time_weighted(subs, latency, lambda s: s.units_allocated / s.units_total),
         roofline=Roofline(device.peak, device.dram.nominal_bandwidth, device.dram.name),
         naive_latency_s=flops / device.peak, notes=tuple(dict.fromkeys(notes)),
-        meta={"weights_in": homes.weights.name, "tensor_precision": device.tensor_precision.value},
+        meta={"weights_in": homes.weights.name, "tensor_precision": device.tensor_precision.value,
+              "l2_hit_bytes": sum(hits.values())},
+        mode=run_mode.value, host_s=sched.host_s, device_idle_s=sched.device_idle_s,
     )
 
 
@@ -120,17 +163,25 @@ def map_partition(
     precision: Precision | str = Precision.FP32,
     batch: int | None = None,
     streams: int = 1,
+    mode: ExecutionMode | str | None = None,
+    tf32: Tf32Mode | str = Tf32Mode.DEFAULT,
+    host_dispatch_s: float | None = None,
 ) -> Estimate:
     """Predict latency, throughput, utilization and energy of ``partition`` on one device.
 
     ``precision`` rescales every floating tensor's bytes from the captured dtype and picks
     the peak; ``batch`` defaults to the batch the graph was captured at; ``streams > 1`` lets
-    independent subgraphs share a GPU (see :mod:`dnnmap.mapping.schedule`).
+    independent subgraphs share a GPU (see :mod:`dnnmap.mapping.schedule`); ``mode`` says who
+    issues the kernels (default: eager for an unfused partition, else compiled); ``tf32``
+    whether fp32 GEMMs / convs run as TF32; ``host_dispatch_s`` overrides the profile's eager
+    per-op host cost (e.g. measured on this host by ``dnnmap calibrate``).
     """
     prof = resolve_profile(profile)
-    device = Device.of(prof, precision)
+    device = Device.of(prof, precision, tf32)
+    if host_dispatch_s is not None:
+        device = device.with_host_dispatch(host_dispatch_s)
     works = workload(partition, device.precision)
-    return map_works(partition, works, device, _batch(partition, batch), streams)
+    return map_works(partition, works, device, _batch(partition, batch), streams, mode)
 
 
 @dataclass(frozen=True)
@@ -174,6 +225,9 @@ def compare_partition(
     batch: int | None = None,
     streams: int = 1,
     baseline: str | None = None,
+    mode: ExecutionMode | str | None = None,
+    tf32: Tf32Mode | str = Tf32Mode.DEFAULT,
+    host_dispatch_s: float | None = None,
 ) -> Comparison:
     """Map one partition onto many devices; the byte rescale is shared, capture is not repeated."""
     if not profiles:
@@ -181,9 +235,12 @@ def compare_partition(
     prec = Precision.parse(precision)
     n = _batch(partition, batch)
     works = workload(partition, prec)
-    ests = tuple(
-        map_works(partition, works, Device.of(resolve_profile(p), prec), n, streams) for p in profiles
-    )
+
+    def device_for(p: HardwareProfile | str) -> Device:
+        d = Device.of(resolve_profile(p), prec, tf32)
+        return d if host_dispatch_s is None else d.with_host_dispatch(host_dispatch_s)
+
+    ests = tuple(map_works(partition, works, device_for(p), n, streams, mode) for p in profiles)
     names = [e.device for e in ests]
     base = baseline or names[0]
     if base not in names:

@@ -8,7 +8,13 @@ This is the one place that decides which figure feeds each term:
   tensor cores.
 - **memory**: each level's bandwidth in bytes/s (sustained where the profile gives an
   efficiency), capacity, energy per byte; which levels keep data between kernels.
-- **overhead**: the launch / dispatch cost per kernel.
+- **clocks**: peaks are quoted at the boost clock; a profile's ``clocks.sustained_mhz`` (the
+  clock a power- or thermal-limited part holds under load) scales every compute peak.
+- **TF32**: at fp32, GEMMs and convolutions run as TF32 on tensor cores when the ``tf32``
+  mode allows it for that op (PyTorch's default: convolutions yes, matmuls no) and the
+  device's matrix cores run TF32; otherwise fp32 GEMMs run on the CUDA cores.
+- **overhead**: the launch / dispatch cost per kernel; on GPUs the host's cost per eager
+  ATen op and the device's gap between back-to-back kernels (see ``mapping/schedule.py``).
 - **calibration**: when the profile carries measured tables, the measured launch overhead
   replaces the datasheet one here, and :mod:`dnnmap.mapping.engine` uses the measured
   GEMM / conv throughput and bandwidth tables for the same terms.
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 
 from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import (
+    GpuCompute,
     Calibration,
     DeviceClass,
     HardwareProfile,
@@ -32,6 +39,7 @@ from dnnmap.hardware.schema import (
     Precision,
     Provenance,
 )
+from dnnmap.ir import Tf32Mode
 
 P = Precision
 _TENSOR_CHAIN: dict[Precision, tuple[Precision, ...]] = {
@@ -68,6 +76,15 @@ _GPU_CUDA_CORE_PRECISIONS = (P.FP32,)  # fp64 peaks in GPU profiles are the FP64
 
 
 @dataclass(frozen=True, slots=True)
+class MatrixEngine:
+    """Which unit runs a GEMM-like op at this precision, and how fast at the sustained clock."""
+
+    precision: Precision  # whose peak it runs at (tf32 for an fp32 conv under PyTorch's default)
+    peak: float  # FLOP/s
+    uses_tensor_cores: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Level:
     """One memory level in SI units."""
 
@@ -101,12 +118,22 @@ class Device:
     vector_peak: float  # FLOP/s
     uses_tensor_cores: bool  # GPU only: False at fp32 or without tensor cores
     levels: tuple[Level, ...]
-    launch_overhead_s: float
+    launch_overhead_s: float  # host cost of one compiled kernel launch (CPU: per-op dispatch)
     pj_per_flop: float
     idle_w: float
     tdp_w: float
     calibration: Calibration | None
     notes: tuple[str, ...]
+    conv: MatrixEngine | None = None  # convolutions, when they run differently (TF32 default)
+    eager_dispatch_s: float = 0.0  # host time per eager ATen op (GPU two-timeline schedule)
+    kernel_gap_s: float = 0.0  # device time between back-to-back kernels (GPU)
+    clock_ratio: float = 1.0  # sustained / boost clock applied to the peaks
+
+    def engine(self, is_conv: bool) -> MatrixEngine:
+        """The matrix engine a GEMM (``is_conv=False``) or a convolution runs on."""
+        if is_conv and self.conv is not None:
+            return self.conv
+        return MatrixEngine(self.tensor_precision, self.tensor_peak, self.uses_tensor_cores)
 
     @property
     def name(self) -> str:
@@ -130,30 +157,76 @@ class Device:
         return max(self.tensor_peak, self.vector_peak)
 
     @classmethod
-    def of(cls, profile: HardwareProfile, precision: Precision | str) -> Device:
+    def of(cls, profile: HardwareProfile, precision: Precision | str, tf32: Tf32Mode | str = Tf32Mode.DEFAULT) -> Device:
         precision = Precision.parse(precision)
+        tf32 = Tf32Mode.parse(tf32)
         notes: list[str] = []
-        t_prec, t_peak = _resolve(profile, precision, _TENSOR_CHAIN, profile.peak_tflops, "matrix", notes)
+        clock = profile.clocks.sustained_ratio
+        matmul = _matrix_engine(profile, precision, tf32.allows(is_conv=False), notes, "GEMMs")
+        conv = _matrix_engine(profile, precision, tf32.allows(is_conv=True), notes, "convolutions")
+        t_prec, t_peak, uses_tc = matmul.precision, matmul.peak, matmul.uses_tensor_cores
         v_prec, v_peak = _resolve(profile, precision, _VECTOR_CHAIN, profile.vector_peak_tflops, "vector", notes)
-        uses_tc = True
-        if profile.gpu is not None:
-            uses_tc = profile.gpu.tensor_cores_per_sm > 0 and t_prec not in _GPU_CUDA_CORE_PRECISIONS
-            if not uses_tc:
-                fp = profile.vector_peak(t_prec) or profile.vector_peak(P.FP32)
-                t_peak = (fp or v_peak / 1e12) * 1e12
-                notes.append(f"{t_prec.value} GEMMs run on CUDA cores ({t_peak / 1e12:.3g} TFLOPS), not tensor cores")
+        if clock < 1.0:
+            notes.append(
+                f"compute at the sustained {profile.clocks.sustained_mhz:.0f} MHz under load "
+                f"(boost {profile.clocks.boost_mhz:.0f} MHz): peaks x {clock:.2f}"
+            )
+        t_peak, v_peak = t_peak * clock, v_peak * clock
+        conv = MatrixEngine(conv.precision, conv.peak * clock, conv.uses_tensor_cores)
         energy = next((profile.energy_pj_per_flop[p] for p in _TENSOR_CHAIN[precision] if p in profile.energy_pj_per_flop), None)
         if energy is None:
             energy = max(profile.energy_pj_per_flop.values())
             notes.append(f"no energy per {precision.value} FLOP: using the largest given ({energy} pJ)")
         cal = profile.calibration
-        launch = (cal.dispatch_us if cal is not None and cal.dispatch_us else profile.kernel_launch_us) * 1e-6
+        measured_dispatch = cal.dispatch_us if cal is not None and cal.dispatch_us else None
+        launch = (measured_dispatch or profile.kernel_launch_us) * 1e-6
+        eager = measured_dispatch or profile.eager_dispatch_us or profile.kernel_launch_us
         return cls(
             profile=profile, precision=precision, tensor_precision=t_prec, vector_precision=v_prec,
             tensor_peak=t_peak, vector_peak=v_peak, uses_tensor_cores=uses_tc,
             levels=_levels(profile), launch_overhead_s=launch, pj_per_flop=energy,
             idle_w=profile.power.idle_w, tdp_w=profile.power.tdp_w, calibration=cal, notes=tuple(notes),
+            conv=None if conv == MatrixEngine(t_prec, t_peak, uses_tc) else conv,
+            eager_dispatch_s=eager * 1e-6, kernel_gap_s=(profile.kernel_gap_us or 0.0) * 1e-6,
+            clock_ratio=clock,
         )
+
+    def with_host_dispatch(self, seconds: float) -> Device:
+        """The same device driven by a host whose eager per-op cost is ``seconds``."""
+        from dataclasses import replace
+
+        return replace(self, eager_dispatch_s=seconds)
+
+
+def _runs_on_matrix_cores(gpu: GpuCompute, precision: Precision) -> bool:
+    """Profile data (``gpu.matrix_precisions``) when given; else the legacy rule: every
+    precision but fp32 runs on the tensor cores of a GPU that has them."""
+    if gpu.matrix_precisions:
+        return precision in gpu.matrix_precisions
+    return gpu.tensor_cores_per_sm > 0 and precision not in _GPU_CUDA_CORE_PRECISIONS
+
+
+def _matrix_engine(
+    profile: HardwareProfile, precision: Precision, tf32: bool, notes: list[str], what: str
+) -> MatrixEngine:
+    """The unit and peak (at boost) for GEMM-like work of one kind at ``precision``."""
+    if precision is P.FP32 and tf32 and P.TF32 in profile.peak_tflops and (
+        profile.gpu is None or _runs_on_matrix_cores(profile.gpu, P.TF32)
+    ):
+        notes.append(f"fp32 {what} run as TF32 on the matrix cores (--tf32 decides)")
+        return MatrixEngine(P.TF32, profile.peak_tflops[P.TF32] * 1e12, profile.gpu is not None)
+    scratch: list[str] = []
+    t_prec, t_peak = _resolve(profile, precision, _TENSOR_CHAIN, profile.peak_tflops, "matrix", scratch)
+    if what == "GEMMs":
+        notes.extend(scratch)
+    if profile.gpu is None:
+        return MatrixEngine(t_prec, t_peak, True)
+    if _runs_on_matrix_cores(profile.gpu, t_prec):
+        return MatrixEngine(t_prec, t_peak, True)
+    fp = profile.vector_peak(t_prec) or profile.vector_peak(P.FP32) or t_peak / 1e12
+    if what == "GEMMs":
+        notes.append(f"{t_prec.value} GEMMs run on CUDA cores ({fp:.3g} TFLOPS at boost), not tensor cores")
+    return MatrixEngine(t_prec, fp * 1e12, False)
 
 
 def _resolve(

@@ -12,14 +12,21 @@ placement into a :class:`SubgraphEstimate` with the same physically named terms:
   every nearer persistent level that serves this kernel, so
   ``memory_s = max_j (bytes served at j or beyond) / bandwidth_j``; calibrated: bytes over
   the measured bandwidth at this working-set size;
-- ``overhead_s``: the kernel launch / dispatch cost;
+- ``overhead_s``: the kernel launch / dispatch cost; on a GPU only the device-side gap between
+  back-to-back kernels (the host's issue cost is a timeline of its own, ``host_s``, scheduled
+  in :mod:`dnnmap.mapping.schedule`);
 - combined per the device's overlap policy: ``max(compute, memory) + overhead`` or
-  ``compute + memory + overhead``.
+  ``compute + memory + overhead``;
+- power: when the kernel's energy at that latency would need more than ``tdp - idle`` watts
+  of dynamic power, the clocks throttle and the latency stretches to ``energy / (tdp - idle)``
+  (bound ``power``), so average power never exceeds the TDP.
 
 Where the data lives (documented assumptions, steady-state back-to-back inferences): which
 levels keep data from one kernel to the next is decided per device class in
-:mod:`dnnmap.mapping.device` (CPU caches do; GPU L2, TPU VMEM and KPU scratchpads are
-treated as the running kernel's staging, so between kernels data is in DRAM / HBM).
+:mod:`dnnmap.mapping.device` (CPU caches do; TPU VMEM and KPU scratchpads are treated as the
+running kernel's staging, so between kernels data is in DRAM / HBM; a GPU's L2 serves the
+reads :mod:`dnnmap.mapping.residency` finds still resident, and holds the weights when all of
+them fit beside the largest activation set).
 Activations sit in the smallest persistent level whose capacity (for the units in use) holds
 the kernel's activation bytes, else main memory; weights in the smallest chip-wide persistent
 level that holds *all* of the model's weights plus the largest activation working set, else
@@ -38,11 +45,11 @@ from dnnmap.hardware.interp import (
     gemm_shape_tflops,
     gemm_tflops,
 )
-from dnnmap.hardware.schema import ConvKind, MemoryScope, OverlapPolicy
+from dnnmap.hardware.schema import ConvKind, DeviceClass, MemoryScope, OverlapPolicy
 from dnnmap.ir import OpClass
 from dnnmap.mapping import measured as cal_terms
 from dnnmap.mapping.device import Device, Level
-from dnnmap.mapping.estimate import Bound, MemoryTraffic, SubgraphEstimate
+from dnnmap.mapping.estimate import Bound, FigureSource, MemoryTraffic, SubgraphEstimate
 from dnnmap.mapping.workload import Work
 
 
@@ -70,12 +77,24 @@ class Homes:
     weights: Level
 
 
+def l2_level(device: Device) -> Level | None:
+    """A GPU's last chip-wide cache before DRAM (L2; MI300X's Infinity Cache), when the
+    profile lets it keep data between kernels."""
+    g = device.profile.gpu
+    if g is None or not g.l2_residency:
+        return None
+    chip = [lv for lv in device.levels[:-1] if lv.scope is MemoryScope.CHIP]
+    return chip[-1] if chip else None
+
+
 def weights_home(device: Device, works: tuple[Work, ...]) -> Homes:
-    """The smallest persistent level holding every weight plus the largest activation set."""
+    """The smallest persistent level (or GPU L2) holding every weight plus the largest activation set."""
     weights = sum(w.weight_bytes for w in works)
     act = max((w.activation_read_bytes + w.write_bytes for w in works), default=0)
+    l2 = l2_level(device)
     for lv in device.levels:
-        if lv.persistent and lv.scope is MemoryScope.CHIP and lv.capacity_bytes >= weights + act:
+        keeps = lv.persistent or (l2 is not None and lv.index == l2.index)
+        if keeps and lv.scope is MemoryScope.CHIP and lv.capacity_bytes >= weights + act:
             return Homes(weights=lv)
     return Homes(weights=device.dram)
 
@@ -105,13 +124,16 @@ def _bandwidth(lv: Level, p: Placement) -> float:
     return lv.bandwidth * p.mem_share
 
 
-def _traffic(work: Work, p: Placement, device: Device, homes: Homes) -> tuple[MemoryTraffic, ...]:
+def _traffic(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_bytes: int = 0) -> tuple[MemoryTraffic, ...]:
     """Bytes per serving level and the time each level needs (nearer levels also pass the
     bytes of farther ones)."""
     act = activation_home(device, work, p.units_allocated, p.units_total)
+    l2 = l2_level(device)
+    hits = min(l2_hit_bytes, work.activation_read_bytes) if l2 is not None and act.index > l2.index else 0
     served: dict[int, int] = {}
     for lv, nbytes in (
-        (act, work.activation_read_bytes + work.write_bytes),
+        (l2 or act, hits),
+        (act, work.activation_read_bytes - hits + work.write_bytes),
         (workspace_home(device, p.workspace_bytes), p.workspace_bytes),
         (homes.weights, work.weight_bytes),
         (device.dram, p.spill_bytes),
@@ -201,8 +223,9 @@ def _bound(compute: float, memory: float, overhead: float) -> Bound:
     return Bound.COMPUTE if compute >= memory else Bound.MEMORY
 
 
-def estimate(work: Work, p: Placement, device: Device, homes: Homes) -> SubgraphEstimate:
-    """Apply the engine's terms to one placed subgraph."""
+def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_bytes: int = 0) -> SubgraphEstimate:
+    """Apply the engine's terms to one placed subgraph (``l2_hit_bytes``: activation reads
+    :mod:`dnnmap.mapping.residency` found still in a GPU's L2)."""
     tensor_rate, utilization, calibrated = p.tensor_rate, p.utilization, False
     measured = _measured_tensor_rate(work, device)
     if measured is not None:
@@ -212,16 +235,23 @@ def estimate(work: Work, p: Placement, device: Device, homes: Homes) -> Subgraph
     calibrated = calibrated or vector_measured
     compute = (work.tensor_flops / tensor_rate if work.tensor_flops else 0.0) + vector_s
     traffic = _measured_traffic(work, p, device)
-    calibrated = calibrated or traffic is not None
+    traffic_measured = traffic is not None
+    calibrated = calibrated or traffic_measured
     if traffic is None:
-        traffic = _traffic(work, p, device, homes)
+        traffic = _traffic(work, p, device, homes, l2_hit_bytes)
     memory = max((t.seconds for t in traffic), default=0.0)
     dispatch = cal_terms.dispatch_s(work, device)  # calibrated: per-call cost of each eager call
-    overhead = dispatch if dispatch is not None else device.launch_overhead_s
+    if device.device_class is DeviceClass.GPU:  # host issue cost is its own timeline (schedule)
+        overhead = device.kernel_gap_s
+    else:
+        overhead = dispatch if dispatch is not None else device.launch_overhead_s
     latency = _combine(device, compute, memory, overhead)
     bound = _bound(compute, memory, overhead)
     moved = sum(t.bytes for t in traffic)
     dyn = work.flops * device.pj_per_flop * 1e-12 + _byte_energy(traffic, device)
+    headroom = device.tdp_w - device.idle_w
+    if latency > 0 and headroom > 0 and dyn / latency > headroom:  # power-limited: clocks drop
+        latency, bound = dyn / headroom, Bound.POWER
     static = device.idle_w * latency
     nominal = {lv.name: lv.nominal_bandwidth for lv in device.levels}
     fastest = device.levels[0].nominal_bandwidth
@@ -242,7 +272,63 @@ def estimate(work: Work, p: Placement, device: Device, homes: Homes) -> Subgraph
         roofline_lower_bound_s=lower,
         roofline_bound=Bound.COMPUTE if intensity >= ridge else Bound.MEMORY,
         explanation=_explain(p, bound, traffic, rate, device, calibrated),
+        provenance=(prov := _figure_sources(work, device, traffic, measured is not None or vector_measured,
+                                            traffic_measured)),
+        estimated_s=latency if prov.get(_TERM_OF[bound]) is FigureSource.ESTIMATED else 0.0,
     )
+
+
+_TERM_OF = {Bound.COMPUTE: "compute", Bound.POWER: "power", Bound.MEMORY: "memory", Bound.OVERHEAD: "overhead"}
+
+
+def figure_source(citation: str | None) -> FigureSource:
+    """How a profile's citation classifies its figure: ``estimated: ...`` / ``measured ...``."""
+    text = (citation or "estimated: no source").strip().lower()
+    if text.startswith("estimated"):
+        return FigureSource.ESTIMATED
+    if text.startswith(("measured", "calibrated")):
+        return FigureSource.MEASURED
+    return FigureSource.SOURCED
+
+
+def _worst(*sources: FigureSource) -> FigureSource:
+    """A term is as estimated as the least certain figure it uses."""
+    order = (FigureSource.ESTIMATED, FigureSource.SOURCED, FigureSource.MEASURED)
+    return next(s for s in order if s in sources)
+
+
+def _figure_sources(work: Work, device: Device, traffic: tuple[MemoryTraffic, ...], compute_measured: bool,
+                    memory_measured: bool) -> dict[str, FigureSource]:
+    """The provenance of each term's figures (profile ``sources`` citations)."""
+    prof = device.profile
+    if compute_measured:
+        compute = FigureSource.MEASURED
+    else:
+        eng = device.engine(work.op_class is OpClass.CONV)
+        path = (f"peak_tflops.{eng.precision.value}" if work.tensor_flops and eng.uses_tensor_cores
+                else f"vector_peak_tflops.{device.vector_precision.value}")
+        figs = [figure_source(prof.source(path))]
+        if device.clock_ratio < 1.0:
+            figs.append(figure_source(prof.source("clocks.sustained_mhz")))
+        compute = _worst(*figs)
+    if memory_measured:
+        memory = FigureSource.MEASURED
+    elif traffic:
+        lv = max(traffic, key=lambda t: t.seconds).level
+        figs = [figure_source(prof.source(f"memory.{lv}.bandwidth_gbps"))]
+        if prof.level(lv).efficiency is not None:
+            figs.append(figure_source(prof.source(f"memory.{lv}.efficiency")))
+        memory = _worst(*figs)
+    else:
+        memory = FigureSource.SOURCED
+    if device.calibration is not None and device.calibration.dispatch_us:
+        overhead = FigureSource.MEASURED
+    elif device.device_class is DeviceClass.GPU:
+        overhead = figure_source(prof.source("kernel_gap_us")) if prof.kernel_gap_us else FigureSource.SOURCED
+    else:
+        overhead = figure_source(prof.source("kernel_launch_us"))
+    power = _worst(figure_source(prof.source("power.tdp_w")), figure_source(prof.source("energy_pj_per_flop")))
+    return {"compute": compute, "memory": memory, "overhead": overhead, "power": power}
 
 
 def _byte_energy(traffic: tuple[MemoryTraffic, ...], device: Device) -> float:
@@ -260,8 +346,10 @@ def _explain(
         why = f"memory-bound: {si(worst.bytes, 'B')} from {worst.level} at {si(worst.bandwidth, 'B/s')}"
     elif bound is Bound.COMPUTE:
         why = f"compute-bound at {si(rate, 'FLOP/s')} ({rate / device.peak:.0%} of peak)"
+    elif bound is Bound.POWER:
+        why = f"power-bound: full rate would exceed the {device.tdp_w:.0f} W TDP, clocks throttle"
     else:
-        why = f"overhead-bound: {device.launch_overhead_s * 1e6:.3g} us launch exceeds the work"
+        why = "overhead-bound: the fixed per-kernel cost exceeds the work"
     return f"{p.detail}; {why}" + (" [calibrated]" if calibrated else "")
 
 

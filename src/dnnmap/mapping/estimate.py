@@ -24,6 +24,16 @@ class Bound(StrEnum):
     COMPUTE = "compute"
     MEMORY = "memory"
     OVERHEAD = "overhead"  # launch / dispatch cost exceeds both compute and memory time
+    POWER = "power"  # the work at full rate would draw more than the TDP: clocks throttle
+    HOST = "host"  # (whole estimate) the device waits for the host to issue kernels
+
+
+class FigureSource(StrEnum):
+    """Where the figure behind a term comes from."""
+
+    SOURCED = "sourced"  # datasheet, whitepaper, paper
+    ESTIMATED = "estimated"  # the profile says "estimated: ..."
+    MEASURED = "measured"  # a calibration table
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,11 @@ class SubgraphEstimate:
     roofline_lower_bound_s: float  # max(flops / peak, bytes / peak bandwidth)
     roofline_bound: Bound  # COMPUTE or MEMORY by arithmetic intensity vs the ridge point
     explanation: str
+    # where the figure behind each term comes from ({"compute": FigureSource, ...}) and the
+    # seconds of this kernel's latency that rest on an estimated figure (its bounding term's)
+    provenance: Mapping[str, FigureSource] = field(default_factory=dict)
+    estimated_s: float = 0.0
+    host_s: float = 0.0  # host time to issue this kernel (GPU two-timeline schedule)
 
     @property
     def achieved_flops(self) -> float:
@@ -85,6 +100,7 @@ class SubgraphEstimate:
         d["bound"] = self.bound.value
         d["roofline_bound"] = self.roofline_bound.value
         d["traffic"] = {t.level: t.bytes for t in self.traffic}
+        d["provenance"] = {k: v.value for k, v in self.provenance.items()}
         d["achieved_flops"] = self.achieved_flops
         return d
 
@@ -147,6 +163,10 @@ class Estimate:
     naive_latency_s: float  # total FLOPs / peak FLOP/s
     notes: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = "compiled"  # eager | compiled | cudagraph (ir.ExecutionMode)
+    host_s: float = 0.0  # host time issuing kernels (GPU two-timeline schedule)
+    device_idle_s: float = 0.0  # device time waiting for the host
+    unknown_ops: tuple[str, ...] = ()  # ATen ops without a cost rule (counted as zero work)
 
     # -- derived totals -------------------------------------------------------------------
     @property
@@ -195,9 +215,18 @@ class Estimate:
 
     @property
     def bound(self) -> Bound:
-        """The bound holding the largest share of time."""
+        """``host`` when the device waits for the host more than half the time; else the
+        bound holding the largest share of kernel time."""
+        if self.latency_s > 0 and self.device_idle_s > 0.5 * self.latency_s:
+            return Bound.HOST
         share = self.bound_share()
         return max(share, key=lambda b: share[b])
+
+    @property
+    def estimated_share(self) -> float:
+        """Share of the predicted kernel time whose bounding term rests on an estimated figure."""
+        total = self.serial_latency_s
+        return sum(s.estimated_s for s in self.subgraphs) / total if total > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers as a flat dict (what the compare table shows per device)."""
@@ -208,6 +237,7 @@ class Estimate:
             "precision": self.precision.value,
             "batch": self.batch,
             "strategy": self.strategy,
+            "mode": self.mode,
             "provenance": self.provenance.value,
             "subgraphs": len(self.subgraphs),
             "streams": self.streams,
@@ -225,6 +255,10 @@ class Estimate:
             "ridge_point": self.roofline.ridge_point,
             "naive_latency_s": self.naive_latency_s,
             "naive_error": self.naive_error,
+            "host_s": self.host_s,
+            "device_idle_s": self.device_idle_s,
+            "estimated_share": self.estimated_share,
+            "unknown_ops": len(self.unknown_ops),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -236,7 +270,8 @@ class Estimate:
             w = when.get(s.subgraph_id)
             d.update(stream=w.stream if w else 0, start_s=w.start_s if w else None)
             rows.append(d)
-        return {"summary": self.summary(), "notes": list(self.notes), "subgraphs": rows}
+        return {"summary": self.summary(), "notes": list(self.notes), "unknown_ops": list(self.unknown_ops),
+                "subgraphs": rows}
 
     def to_dataframe(self):  # noqa: ANN201 - pandas.DataFrame
         """One row per subgraph; bytes per memory level as ``bytes_<level>`` columns."""

@@ -13,15 +13,30 @@ SMs. The library picks the candidate with the best efficiency (ties: the larger 
 - in flight ``min(1, resident tiles x tm x tn / 128^2)``: an SM's MMA pipelines need about a
   128 x 128 output tile in flight to run at full rate, so tiny tiles cannot fill them.
 
-Tensor cores run the GEMM only for eligible precisions (tf32 / bf16 / fp16 / fp8 / int8; the
-device decides, see :mod:`dnnmap.mapping.device`); at fp32 the same tiling runs on the CUDA
-cores. Everything else (elementwise, reductions, depthwise convs) runs on the CUDA cores in
-blocks of ``ELEM_THREADS`` threads x ``ELEMS_PER_THREAD`` elements.
+Tensor / matrix cores run the GEMM only for the precisions the profile lists in
+``gpu.matrix_precisions`` (see :mod:`dnnmap.mapping.device`). Without them (fp32 without
+TF32, or a GPU without tensor cores) the GEMM runs on the CUDA cores as a SIMT kernel whose
+thread-block tiles come from the profile (``gpu.simt_gemm_tiles``: cuBLAS' ``*_sgemm_128x64``
+family), with two more factors:
+
+- instruction issue: per step of K a thread of a ``t = tm*tn/threads``-output tile issues
+  ``t`` FFMAs, ``2*sqrt(t)/4`` 128-bit shared-memory loads and ``SIMT_LOOP_INSTR`` loop /
+  address instructions; a warp's FFMA occupies the FP32 pipe for ``warp / lanes`` cycles
+  (lanes fed by one scheduler), the scheduler issues one instruction a cycle, so
+  ``issue = t*warp/lanes / max(t*warp/lanes, t + loads + loop)`` (1.0 on Volta..Hopper's
+  16-lane schedulers, below 1 on Pascal / Ada's 32-lane ones);
+- schedulers fed: an SM needs a warp on each of its 4 schedulers, so an SM holding fewer
+  warps (a lone 64-thread block) runs at ``warps / 4``.
+
+Everything else (elementwise, reductions, depthwise convs) runs on the CUDA cores in blocks of
+``ELEM_THREADS`` threads, each thread loading ``VECTOR_LOAD_BYTES`` (one 128-bit load) per
+step whatever the element size. AMD CDNA GPUs use the same model from their profile's data:
+compute units for SMs, 64-wide wavefronts, matrix cores, LDS for shared memory.
 
 Bandwidth share (Little's law): a kernel draws ``min(1, bytes in flight / (bandwidth x
 DRAM_LATENCY_S))`` of a chip-wide bandwidth. A GEMM block keeps ``STAGES - 1`` pipeline stages
-of ``(tm + tn) x K_STEP_BYTES`` in flight; an elementwise thread keeps its
-``ELEMS_PER_THREAD`` loads in flight. Split-K partial sums live in L2.
+of ``(tm + tn) x K_STEP_BYTES`` in flight; an elementwise thread keeps one 128-bit load in
+flight. Split-K partial sums live in L2.
 
 >>> # hand check (tests/test_mapping_gpu.py): GEMM 4096^3 on 132 SMs -> 32*32 tiles of 128x128,
 >>> # waves = ceil(1024 / 132) = 8, quantization = 1024 / (8 * 132)
@@ -41,13 +56,25 @@ from dnnmap.mapping.device import Device
 from dnnmap.mapping.engine import Placement
 from dnnmap.mapping.workload import Work
 
-TILE_EDGES = (128, 64, 32, 16)  # candidate tile edges for M and N
+TILE_EDGES = (128, 64, 32, 16)  # candidate tensor-core tile edges for M and N
 K_STEP_BYTES = 128  # bytes of K per pipeline stage: 64 fp16/bf16, 32 fp32/tf32, 128 int8 elements
 STAGES = 4  # shared-memory pipeline depth (CUTLASS sm80 / sm90 kernels use 3-7)
 MIN_K_ITERS_PER_SPLIT = 4  # split-K only while each split keeps >= 4 K steps
 ELEM_THREADS = 256  # threads per block of an elementwise / reduction kernel
-ELEMS_PER_THREAD = 4  # vectorized (128-bit fp32) loads per thread
+VECTOR_LOAD_BYTES = 16  # one 128-bit (LDG.128) load per thread per step, whatever the dtype
+ELEMS_PER_THREAD = VECTOR_LOAD_BYTES // 4  # fp32 elements per thread per step (16 int8)
 REG_OVERHEAD = 40  # registers per thread beyond the fp32 accumulators (addresses, fragments)
+# SIMT SGEMM (CUDA cores): cuBLAS' sgemm kernels stage 8 elements of K per shared-memory
+# buffer, double-buffered (the open SGEMM designs it follows: Scott Gray's maxas SGEMM notes,
+# CUTLASS 'SIMT' GemmShape<128,128,8>); ~2 loop / address instructions per K step
+SIMT_K_STEP = 8
+SIMT_STAGES = 2
+SIMT_LOOP_INSTR = 2
+SCHEDULERS_PER_SM = 4  # warp schedulers (SM sub-partitions) per SM / SIMD units per CU since Volta / GCN
+# cuBLAS SGEMM tiles when a profile names none: volta/ampere_sgemm_{128x128, 128x64, 64x64 (maxwell),
+# 32x128, 128x32, 32x32_sliced1x4} kernel names, threads per block as they launch
+DEFAULT_SIMT_TILES = ((128, 128, 256), (128, 64, 128), (64, 64, 64), (32, 128, 256), (128, 32, 256),
+                      (32, 32, 128))
 # Load-to-use latency of a DRAM / HBM access under load (Jia et al., "Dissecting the NVIDIA
 # Volta / Turing GPU architecture via microbenchmarking", 2018/2019; Luo et al., "Benchmarking
 # and dissecting the Nvidia Hopper GPU architecture", 2024: ~450-750 cycles at 1-2 GHz).
@@ -56,6 +83,26 @@ DRAM_LATENCY_S = 600e-9
 FULL_RATE_TILE_AREA = 128 * 128  # outputs in flight per SM for full MMA rate (two 64-row
 # Hopper warpgroups x 128 columns; CUTLASS's smallest full-throughput sm80/sm90 tiles)
 _REDUCING = (OpClass.REDUCTION, OpClass.NORMALIZATION, OpClass.SOFTMAX)
+
+
+@dataclass(frozen=True, slots=True)
+class SmLimits:
+    """The per-SM (per-CU) limits a tiling needs: a hashable view of ``GpuCompute``."""
+
+    sms: int
+    max_blocks: int
+    smem_bytes: int
+    max_threads: int
+    registers: int
+    warp: int
+    lanes_per_scheduler: int
+    simt_tiles: tuple[tuple[int, int, int], ...]
+
+    @classmethod
+    def of(cls, gpu: GpuCompute) -> SmLimits:
+        tiles = tuple((t.tm, t.tn, t.threads) for t in gpu.simt_gemm_tiles) or DEFAULT_SIMT_TILES
+        return cls(gpu.sms, gpu.max_blocks_per_sm, gpu.shared_mem_per_sm_bytes, gpu.max_threads_per_sm,
+                   gpu.registers_per_sm, gpu.warp_size, gpu.lanes_per_scheduler, tiles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,24 +116,24 @@ class GemmTiling:
     quantization: float
     fill: float
     pipeline: float
-    in_flight: float  # min(1, outputs in flight per busy SM / FULL_RATE_TILE_AREA)
+    in_flight: float  # tensor cores: min(1, outputs in flight per busy SM / FULL_RATE_TILE_AREA);
+    # SIMT: min(1, warps per busy SM / schedulers)
+    issue: float = 1.0  # SIMT only: share of FP32-pipe cycles the inner loop keeps busy
+    threads: int = 0
 
     @property
     def efficiency(self) -> float:
-        return self.quantization * self.fill * self.pipeline * self.in_flight
+        return self.quantization * self.fill * self.pipeline * self.in_flight * self.issue
 
 
-def resident_blocks(gpu: GpuCompute, tm: int, tn: int) -> int:
+def resident_blocks(sm: SmLimits | GpuCompute, tm: int, tn: int, threads: int | None = None,
+                    smem: int | None = None) -> int:
     """Blocks of a ``tm x tn`` GEMM tile that fit on one SM at once (smem, threads, registers)."""
-    threads = 256 if tm * tn >= 128 * 128 else 128
-    smem = (tm + tn) * K_STEP_BYTES * STAGES  # A and B stages: 128x128 -> 256*128*4 = 131072 B
+    sm = sm if isinstance(sm, SmLimits) else SmLimits.of(sm)
+    threads = threads or (256 if tm * tn >= 128 * 128 else 128)
+    smem = smem or (tm + tn) * K_STEP_BYTES * STAGES  # A and B stages: 128x128 -> 256*128*4 = 131072 B
     regs = threads * (tm * tn // threads + REG_OVERHEAD)  # fp32 accumulators + overhead
-    limits = (
-        gpu.max_blocks_per_sm,
-        gpu.shared_mem_per_sm_bytes // smem,
-        gpu.max_threads_per_sm // threads,
-        gpu.registers_per_sm // regs,
-    )
+    limits = (sm.max_blocks, sm.smem_bytes // smem, sm.max_threads // threads, sm.registers // regs)
     return max(1, min(limits))
 
 
@@ -96,69 +143,116 @@ def _edges(dim: int) -> tuple[int, ...]:
     return tuple(e for e in TILE_EDGES if e <= cap) or (TILE_EDGES[-1],)
 
 
-@lru_cache(maxsize=4096)  # repeated layers share shapes; GpuCompute is frozen (hashable)
-def gemm_tiling(m: int, n: int, k: int, batch: int, gpu: GpuCompute, elem_bytes: int) -> GemmTiling:
-    """The best CUTLASS-like tiling of an ``m x n x k`` GEMM (``batch`` independent ones)."""
-    sms = gpu.sms
-    k_step = max(1, K_STEP_BYTES // elem_bytes)
+def simt_issue(outputs_per_thread: int, warp: int, lanes: int) -> float:
+    """Share of FP32-pipe cycles an SGEMM inner loop keeps busy (see the module docstring).
+
+    >>> simt_issue(64, 32, 16)        # 8x8 per thread, Volta..Hopper: FFMAs take 2 issue cycles
+    1.0
+    >>> round(simt_issue(64, 32, 32), 4)  # Pascal / Ada: 64 / (64 + 2*8/4 + 2)
+    0.9143
+    """
+    t = outputs_per_thread
+    ffma = t * warp / lanes
+    loads = 2 * math.sqrt(t) / 4
+    return ffma / max(ffma, t + loads + SIMT_LOOP_INSTR)
+
+
+def _candidate(m: int, n: int, k: int, batch: int, sm: SmLimits, tm: int, tn: int, k_step: int,
+               simt: tuple[int, int] | None) -> GemmTiling:
+    tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
+    k_iters = math.ceil(k / k_step)
+    split = 1
+    while tiles * split * 2 <= sm.sms and k_iters // (split * 2) >= MIN_K_ITERS_PER_SPLIT:
+        split *= 2
+    blocks = tiles * split
+    it = math.ceil(k_iters / split)
+    if simt is None:
+        r = resident_blocks(sm, tm, tn)
+        per_sm = min(r, math.ceil(blocks / sm.sms))  # blocks co-resident on a busy SM
+        in_flight, issue, threads = min(1.0, per_sm * tm * tn / FULL_RATE_TILE_AREA), 1.0, 0
+    else:
+        threads, elem = simt
+        r = resident_blocks(sm, tm, tn, threads, (tm + tn) * SIMT_K_STEP * elem * SIMT_STAGES)
+        per_sm = min(r, math.ceil(blocks / sm.sms))
+        in_flight = min(1.0, per_sm * threads / sm.warp / SCHEDULERS_PER_SM)
+        issue = simt_issue(tm * tn // threads, sm.warp, sm.lanes_per_scheduler)
+    return GemmTiling(
+        tm=tm, tn=tn, split_k=split, blocks=blocks, resident=r,
+        waves=math.ceil(blocks / (sm.sms * r)),
+        quantization=blocks / (sm.sms * math.ceil(blocks / sm.sms)),
+        fill=(m * n) / (math.ceil(m / tm) * tm * math.ceil(n / tn) * tn),
+        pipeline=it / (it + 2), in_flight=in_flight, issue=issue, threads=threads,
+    )
+
+
+@lru_cache(maxsize=8192)  # repeated layers share shapes; SmLimits is frozen (hashable)
+def _best_tiling(m: int, n: int, k: int, batch: int, sm: SmLimits, elem_bytes: int, simt: bool) -> GemmTiling:
     best: GemmTiling | None = None
-    for tm in _edges(m):
-        for tn in _edges(n):
-            tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
-            k_iters = math.ceil(k / k_step)
-            split = 1
-            while tiles * split * 2 <= sms and k_iters // (split * 2) >= MIN_K_ITERS_PER_SPLIT:
-                split *= 2
-            blocks = tiles * split
-            r = resident_blocks(gpu, tm, tn)
-            it = math.ceil(k_iters / split)
-            per_sm = min(r, math.ceil(blocks / sms))  # blocks co-resident on a busy SM
-            cand = GemmTiling(
-                tm=tm, tn=tn, split_k=split, blocks=blocks, resident=r,
-                waves=math.ceil(blocks / (sms * r)),
-                quantization=blocks / (sms * math.ceil(blocks / sms)),
-                fill=(m * n) / (math.ceil(m / tm) * tm * math.ceil(n / tn) * tn),
-                pipeline=it / (it + 2),
-                in_flight=min(1.0, per_sm * tm * tn / FULL_RATE_TILE_AREA),
-            )
-            key = (round(cand.efficiency, 12), tm * tn, -split)
-            if best is None or key > (round(best.efficiency, 12), best.tm * best.tn, -best.split_k):
-                best = cand
+    if simt:
+        cands = [(tm, tn, (th, elem_bytes)) for tm, tn, th in sm.simt_tiles]
+        k_step = SIMT_K_STEP
+    else:
+        cands = [(tm, tn, None) for tm in _edges(m) for tn in _edges(n)]
+        k_step = max(1, K_STEP_BYTES // elem_bytes)
+    for tm, tn, extra in cands:
+        cand = _candidate(m, n, k, batch, sm, tm, tn, k_step, extra)
+        key = (round(cand.efficiency, 12), tm * tn, -cand.split_k)
+        if best is None or key > (round(best.efficiency, 12), best.tm * best.tn, -best.split_k):
+            best = cand
     assert best is not None
     return best
 
 
+def gemm_tiling(m: int, n: int, k: int, batch: int, gpu: GpuCompute | SmLimits, elem_bytes: int,
+                simt: bool = False) -> GemmTiling:
+    """The best tiling of an ``m x n x k`` GEMM (``batch`` independent ones): CUTLASS-like
+    tensor-core tiles, or (``simt=True``) the profile's CUDA-core SGEMM tiles."""
+    sm = gpu if isinstance(gpu, SmLimits) else SmLimits.of(gpu)
+    return _best_tiling(m, n, k, batch, sm, elem_bytes, simt)
+
+
 def _gemm(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
     p = work.parallelism
-    t = gemm_tiling(p.gemm_m, p.gemm_n, p.gemm_k, p.gemm_batch, gpu, dev.precision.bytes_per_element)
+    eng = dev.engine(work.op_class is OpClass.CONV)
+    elem = dev.precision.bytes_per_element
+    t = gemm_tiling(p.gemm_m, p.gemm_n, p.gemm_k, p.gemm_batch, gpu, elem, simt=not eng.uses_tensor_cores)
     active = min(gpu.sms, t.blocks)
     busy = active / gpu.sms
-    # bytes in flight: every resident block keeps STAGES - 1 stages of A and B tiles loading
+    # bytes in flight: every resident block keeps its next pipeline stage(s) of A and B loading
     resident = min(t.blocks, gpu.sms * t.resident)
-    share = _little(resident * (STAGES - 1) * (t.tm + t.tn) * K_STEP_BYTES, dev)
-    engine = "tensor cores" if dev.uses_tensor_cores else "CUDA cores"
+    if eng.uses_tensor_cores:
+        share = _little(resident * (STAGES - 1) * (t.tm + t.tn) * K_STEP_BYTES, dev)
+    else:
+        share = _little(resident * (SIMT_STAGES - 1) * (t.tm + t.tn) * SIMT_K_STEP * elem, dev)
+    engine = f"{'matrix' if gpu.vendor.value == 'amd' else 'tensor'} cores" if eng.uses_tensor_cores else "CUDA cores"
+    if eng.precision is not dev.precision:
+        engine += f" ({eng.precision.value})"
     split = f", split-K {t.split_k}" if t.split_k > 1 else ""
+    unit = gpu.unit_name
     detail = (
-        f"{active}/{gpu.sms} SMs: {t.blocks} blocks of {t.tm}x{t.tn}{split}, {t.waves} wave(s); "
+        f"{active}/{gpu.sms} {unit}s: {t.blocks} blocks of {t.tm}x{t.tn}{split}, {t.waves} wave(s); "
         f"quantization {t.quantization:.0%} x tile fill {t.fill:.0%} x pipeline {t.pipeline:.0%}"
         + (f" x in flight {t.in_flight:.0%}" if t.in_flight < 1 else "")
+        + (f" x issue {t.issue:.0%}" if t.issue < 1 else "")
         + f" -> {t.efficiency:.1%} of {engine} peak"
     )
     # split-K partial sums: each split writes an fp32 M x N tile and the reduction reads it back
     workspace = 0 if t.split_k == 1 else 2 * t.split_k * p.gemm_m * p.gemm_n * p.gemm_batch * 4
     return Placement(
-        unit="SM", units_allocated=active, units_total=gpu.sms, utilization=t.efficiency,
-        tensor_rate=dev.tensor_peak * t.efficiency, vector_rate=dev.vector_peak * busy,
+        unit=unit, units_allocated=active, units_total=gpu.sms, utilization=t.efficiency,
+        tensor_rate=eng.peak * t.efficiency, vector_rate=dev.vector_peak * busy,
         mem_share=share, detail=detail, workspace_bytes=workspace,
         factors={"quantization": t.quantization, "fill": t.fill, "pipeline": t.pipeline, "in_flight": t.in_flight,
-                 "waves": t.waves, "blocks": t.blocks, "tm": t.tm, "tn": t.tn, "split_k": t.split_k},
+                 "issue": t.issue, "waves": t.waves, "blocks": t.blocks, "tm": t.tm, "tn": t.tn,
+                 "split_k": t.split_k},
     )
 
 
 def _vector(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
     p = work.parallelism
     elements = p.output_elements * (max(1, p.reduction) if work.op_class in _REDUCING or work.tensor_flops else 1)
-    per_block = ELEM_THREADS * ELEMS_PER_THREAD
+    per_thread = max(1, VECTOR_LOAD_BYTES // dev.precision.bytes_per_element)  # elements per 128-bit load
+    per_block = ELEM_THREADS * per_thread
     blocks = max(1, math.ceil(elements / per_block))
     r = max(1, min(gpu.max_blocks_per_sm, gpu.max_threads_per_sm // ELEM_THREADS))
     active = min(gpu.sms, blocks)
@@ -166,14 +260,16 @@ def _vector(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
     quantization = blocks / (gpu.sms * math.ceil(blocks / gpu.sms))
     occupancy = min(1.0, blocks * ELEM_THREADS / (gpu.sms * gpu.max_threads_per_sm))
     threads = min(blocks, gpu.sms * r) * ELEM_THREADS
-    share = _little(threads * ELEMS_PER_THREAD * dev.precision.bytes_per_element, dev)
+    share = _little(threads * VECTOR_LOAD_BYTES, dev)  # one 128-bit load in flight per thread
+    unit = gpu.unit_name
     detail = (
-        f"{active}/{gpu.sms} SMs: {blocks} blocks of {ELEM_THREADS}x{ELEMS_PER_THREAD} elements, "
-        f"{waves} wave(s), {occupancy:.1%} thread occupancy; CUDA cores"
+        f"{active}/{gpu.sms} {unit}s: {blocks} blocks of {ELEM_THREADS}x{per_thread} elements, "
+        f"{waves} wave(s), {occupancy:.1%} thread occupancy; "
+        + ("SIMD units" if gpu.vendor.value == "amd" else "CUDA cores")
     )
     rate = dev.vector_peak * quantization
     return Placement(
-        unit="SM", units_allocated=active, units_total=gpu.sms, utilization=quantization,
+        unit=unit, units_allocated=active, units_total=gpu.sms, utilization=quantization,
         tensor_rate=rate, vector_rate=rate, mem_share=share, detail=detail,
         factors={"quantization": quantization, "occupancy": occupancy, "waves": waves, "blocks": blocks},
     )

@@ -1,5 +1,12 @@
 """Graph schedule: order the mapped subgraphs and find the end-to-end latency.
 
+On a GPU the host and the device are two timelines (:func:`two_timelines`): the host issues
+kernel ``i`` once it has spent that kernel's issue cost (eager PyTorch: the per-op dispatch
+of each ATen op; compiled: one launch by the compiler's wrapper; a CUDA graph: nothing per
+kernel after one graph launch), a kernel starts when it has been issued and the stream is
+free, and the latency is the end of the device timeline. A chain of tiny kernels is then
+host-bound at ``n x dispatch``; big kernels hide the host entirely.
+
 One stream (the default) runs the subgraphs one after another in the partition's
 topological order, so the latency is the plain sum. With ``streams > 1`` (only on devices
 that run independent kernels side by side, GPUs) independent subgraphs may share the
@@ -37,6 +44,34 @@ class Schedule:
     entries: tuple[ScheduledSubgraph, ...]
     latency_s: float
     streams: int
+    host_s: float = 0.0  # host time spent issuing (two-timeline schedules)
+    device_idle_s: float = 0.0  # device time spent waiting for the host to issue
+
+
+def two_timelines(estimates: Sequence[SubgraphEstimate], issue_s: Sequence[float],
+                  first_issue_s: float = 0.0) -> Schedule:
+    """Host issues, device runs (see the module docstring); one stream.
+
+    >>> from dnnmap.mapping.estimate import Bound, SubgraphEstimate
+    >>> from dnnmap.ir import OpClass
+    >>> def k(i, t):
+    ...     return SubgraphEstimate(i, "k", OpClass.ELEMENTWISE, "SM", 1, 1, 1.0, 0.0, 0, 0, 0, 0, (), t, 0, 0,
+    ...                             t, Bound.COMPUTE, 0, 0, 0, t, Bound.COMPUTE, "")
+    >>> s = two_timelines([k(0, 1e-6), k(1, 1e-6), k(2, 1e-6)], [10e-6] * 3)  # host-bound chain
+    >>> round(s.latency_s * 1e6, 6), round(s.device_idle_s * 1e6, 6)   # 3 x 10 us issue + the last 1 us kernel
+    (31.0, 28.0)
+    """
+    host = first_issue_s
+    end = 0.0
+    idle = 0.0
+    entries = []
+    for e, cost in zip(estimates, issue_s, strict=True):
+        host += cost
+        start = max(host, end)
+        idle += start - end
+        entries.append(ScheduledSubgraph(e.subgraph_id, 0, start, start + e.latency_s))
+        end = start + e.latency_s
+    return Schedule(tuple(entries), end, 1, host_s=host, device_idle_s=idle)
 
 
 def serial(estimates: Sequence[SubgraphEstimate]) -> Schedule:

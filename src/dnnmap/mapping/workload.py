@@ -48,6 +48,10 @@ class Work:
     # subgraph's ops enter (each nn.Module.__call__ costs Python time in eager mode)
     leaf_module: bool = False
     module_entries: int = 0
+    # activation tensors read / written, (tensor id, bytes at the precision), for the L2
+    # residency pass (mapping/residency.py)
+    reads: tuple[tuple[str, int], ...] = ()
+    writes: tuple[tuple[str, int], ...] = ()
 
     @property
     def flops(self) -> int:
@@ -88,6 +92,21 @@ def _ratio(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, stat
     return new / old if old else 1.0
 
 
+def _tensor_bytes(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision) -> tuple[tuple[str, int], ...]:
+    """(storage id, bytes at ``precision``) of the activation tensors among ``tensor_ids``."""
+    out: dict[str, int] = {}
+    for tid in tensor_ids:
+        t = graph.tensors.get(tid)
+        if t is None:
+            continue
+        if t.alias_of and t.alias_of in graph.tensors:
+            t = graph.tensors[t.alias_of]
+        if t.is_static or t.id in out:
+            continue
+        out[t.id] = _scaled(t.nbytes, t.dtype.itemsize, precision) if t.dtype.is_floating else t.nbytes
+    return tuple(out.items())
+
+
 def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = False,
             calls: ModuleCalls | None = None) -> Work:
     """Restate ``sg`` at ``precision`` (the partition's byte counts scaled tensor by tensor)."""
@@ -121,6 +140,8 @@ def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = Fals
         dispatches=len(sg.op_ids) if eager else 1,
         leaf_module=bool(calls and calls.is_leaf_op(graph, sg)),
         module_entries=sum(calls.entries.get(o, 0) for o in sg.op_ids) if calls else 0,
+        reads=_tensor_bytes(graph, sg.inputs, precision),
+        writes=_tensor_bytes(graph, sg.outputs, precision),
     )
 
 
