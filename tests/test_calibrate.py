@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dnnmap.calibrate import calibrate, plan_for
+from dnnmap.calibrate.quiet import FixedLoad
 from dnnmap.calibrate.tables import _rate, level_bandwidths
 from dnnmap.errors import DnnmapError
 from dnnmap.hardware.interp import shape_interpolate
@@ -24,7 +25,9 @@ from dnnmap.hardware.schema import EXAMPLE, ConvKind, HardwareProfile, Precision
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, HardwareProfile, float]:
     path = tmp_path_factory.mktemp("cal") / "this-cpu.yaml"
     start = time.perf_counter()
-    prof = calibrate("cpu", quick=True, out=path)
+    # the suite runs beside another pytest worker: a quiet meter, or the run would be refused
+    # (the refusal itself is tested in test_calibrate_load.py)
+    prof = calibrate("cpu", quick=True, out=path, meter=FixedLoad([0.0]))
     return path, prof, time.perf_counter() - start
 
 

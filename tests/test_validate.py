@@ -41,7 +41,9 @@ FAST = RunSettings(warmup=1, min_runs=3, min_seconds=0.05, max_runs=10)
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory: pytest.TempPathFactory) -> HardwareProfile:
     """One quick calibration of this machine, shared by the tests of this file."""
-    return calibrate("cpu", quick=True, out=tmp_path_factory.mktemp("cal") / "this-cpu.yaml")
+    from dnnmap.calibrate.quiet import FixedLoad  # beside another pytest worker: a quiet meter
+
+    return calibrate("cpu", quick=True, out=tmp_path_factory.mktemp("cal") / "this-cpu.yaml", meter=FixedLoad([0.0]))
 
 
 @pytest.fixture(scope="module")

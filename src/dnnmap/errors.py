@@ -19,7 +19,9 @@ class UnknownNameError(DnnmapError):
         known = sorted(set(known))
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        super().__init__(f"unknown {kind} {name!r}.{hint} ({len(known)} known; list them with `dnnmap {kind} list`)" if kind == "hardware" else f"unknown {kind} {name!r}.{hint}")
+        lister = {"hardware": "dnnmap hardware list", "model": "dnnmap models"}.get(kind)
+        listed = f" ({len(known)} known; list them with `{lister}`)" if lister else ""
+        super().__init__(f"unknown {kind} {name!r}.{hint}{listed}")
         self.name = name
         self.suggestions = tuple(close)
 

@@ -19,10 +19,16 @@ from typing import Any
 from dnnmap.calibrate.collect import Measurements, Progress, collect
 from dnnmap.calibrate.plan import Plan, plan_for
 from dnnmap.calibrate.profile import build_profile, default_profile_name
-from dnnmap.errors import DnnmapError
+from dnnmap.calibrate.quiet import (
+    CalibrationDisturbedError,
+    LoadMeter,
+    LoadPolicy,
+    OtherProcessesLoad,
+)
 from dnnmap.hardware.schema import HardwareProfile
+from dnnmap.outputs import check_writable, write_files
 
-__all__ = ["Measurements", "Plan", "build_profile", "calibrate", "collect", "default_profile_name",
+__all__ = ["CalibrationDisturbedError", "LoadPolicy", "Measurements", "Plan", "build_profile", "calibrate", "collect", "default_profile_name",
            "plan_for", "profile_yaml", "write_profile"]
 
 
@@ -36,21 +42,37 @@ def calibrate(
     force: bool = False,
     progress: Progress | None = None,
     command: str = "",
+    allow_busy: bool = False,
+    meter: LoadMeter | None = None,
+    policy: LoadPolicy = LoadPolicy(),
 ) -> HardwareProfile:
     """Run the microbenchmarks on ``device`` and return the calibrated profile.
 
     ``out``: also write it as YAML; an existing file is an error unless ``force`` (checked
     before measuring). ``base``: a profile (or its name) supplying what cannot be measured
     (FMA pipes, power, energy); without one those figures are read from the OS or estimated.
+
+    Other processes loading the machine spoil the measurements: ``meter`` (on a CPU, by
+    default :class:`~dnnmap.calibrate.quiet.OtherProcessesLoad`) watches every pass, a disturbed
+    pass is run again (``policy``), and if none was quiet :class:`CalibrationDisturbedError` is
+    raised and nothing is written, unless ``allow_busy`` (then the profile's notes and source
+    say DISTURBED).
     """
     path = Path(out) if out is not None else None
-    if path is not None and path.exists() and not force:
-        raise DnnmapError(f"{path} exists; not overwriting it (pass force=True / --force)")
+    if path is not None:
+        check_writable([path], force, hint="pass force=True / --force")
     if isinstance(base, str):
         from dnnmap.hardware.loader import load_profile
 
         base = load_profile(base)
-    meas = collect(plan_for(device, quick=quick), progress)
+    if meter is None and device == "cpu":
+        meter = OtherProcessesLoad()
+    meas = collect(plan_for(device, quick=quick), progress, meter=meter, policy=policy)
+    if meas.disturbed and not allow_busy:
+        raise CalibrationDisturbedError(
+            f"calibration refused, nothing written: {meas.disturbed}, in every one of "
+            f"{len(meas.load_shares)} passes. Calibrate on a quiet machine (or write it anyway, "
+            "marked as disturbed, with --allow-busy / allow_busy=True)")
     profile = build_profile(meas, name=name, base=base, command=command or _command(device, quick, out))
     if path is not None:
         write_profile(profile, path, force=force)
@@ -71,14 +93,12 @@ def profile_yaml(profile: HardwareProfile) -> str:
     head = [f"# {profile.display_name}: written by `{(cal.meta.command if cal else '') or 'dnnmap calibrate'}`",
             f"# on {cal.meta.machine} at {cal.meta.date}." if cal else "",
             "# Every figure cited 'measured' comes from microbenchmarks only; no model was timed to",
-            "# make this file, so validating models against it is a held-out test.", ""]
+            "# make this file, so validating models against it is a held-out test.",
+            f"# WARNING: {cal.meta.notes.split(';')[0]}" if cal and cal.meta.notes.startswith("DISTURBED") else None,
+            ""]
     return "\n".join(h for h in head if h is not None) + yaml.safe_dump(data, sort_keys=False, width=110)
 
 
 def write_profile(profile: HardwareProfile, path: str | os.PathLike[str], force: bool = False) -> Path:
-    p = Path(path)
-    if p.exists() and not force:
-        raise DnnmapError(f"{p} exists; not overwriting it (pass force=True / --force)")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(profile_yaml(profile), encoding="utf-8")
-    return p
+    """The profile as YAML at ``path``, through the one safe writer (:mod:`dnnmap.outputs`)."""
+    return write_files({Path(path): profile_yaml(profile)}, force, hint="pass force=True / --force")[0]

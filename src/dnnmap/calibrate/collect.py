@@ -37,6 +37,7 @@ from dnnmap.calibrate.microbench import (
 )
 from dnnmap.calibrate.opkinds import OpKindPoint, counted_costs, time_opkinds
 from dnnmap.calibrate.plan import GemmGrid, Plan
+from dnnmap.calibrate.quiet import LoadMeter, LoadPolicy, disturbed_message
 from dnnmap.calibrate.timing import (
     Timer,
     cpu_signature,
@@ -75,6 +76,8 @@ class Measurements:
     cpu_signature: dict[str, str] = field(default_factory=dict)
     quick: bool = False
     conv_precision: str = "fp32"  # "tf32" on a GPU whose cuDNN convs use TF32 tensor cores
+    load_shares: tuple[float, ...] = ()  # per pass: share of the CPUs other processes used
+    disturbed: str = ""  # non-empty: no pass was undisturbed; says how busy the machine was
 
     def scalar(self, name: str) -> float | None:
         for s in self.scalars:
@@ -130,6 +133,14 @@ class _Store:
     opkinds: dict[tuple, OpKindPoint] = field(default_factory=dict)
     scalars: dict[str, ScalarPoint] = field(default_factory=dict)
 
+    def merge(self, other: _Store) -> None:
+        for name in ("gemm", "conv", "bandwidth", "opkinds"):
+            mine = getattr(self, name)
+            for key, point in getattr(other, name).items():
+                _keep_faster(mine, key, point)
+        for point in other.scalars.values():
+            self.scalar(point)
+
     def scalar(self, point: ScalarPoint) -> None:
         """Latencies keep their smallest value, rates (unit 1/s) their largest."""
         old = self.scalars.get(point.name)
@@ -183,18 +194,38 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
     step(f"op kinds (pooling, normalization, activations){tag}")
 
 
-def collect(plan: Plan, progress: Progress | None = None) -> Measurements:
-    """Run every microbenchmark of ``plan`` on ``plan.device``; ``progress`` sees each step."""
+def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | None = None,
+            policy: LoadPolicy = LoadPolicy()) -> Measurements:
+    """Run every microbenchmark of ``plan`` on ``plan.device``; ``progress`` sees each step.
+    With a ``meter``, a pass during which other processes loaded the machine is thrown away
+    and run again (``policy``); if none was undisturbed, ``Measurements.disturbed`` says so."""
     timer = timer_for(plan.device)
     start, load_before = time.perf_counter(), load_average()
     dtypes = [g.dtype for g in (plan.gemm_fp32, *plan.gemm_other)]
     supported = [d for d in dtypes if dtype_supported(plan.device, d)]
     step = _Steps(count_steps(plan, supported), progress)
     costs = counted_costs(plan.opkinds) if plan.opkinds else {}
-    store = _Store()
-    for p in range(plan.passes):
-        tag = f" (pass {p + 1}/{plan.passes})" if plan.passes > 1 else ""
-        _one_pass(plan, timer, supported, costs, store, step, tag, seed=p)
+    store, spoiled, shares = _Store(), _Store(), []
+    clean = attempt = 0
+    per_pass = (step.total - 1) // plan.passes
+    while clean < plan.passes and attempt < plan.passes + (policy.retries if meter else 0):
+        tag = f" (pass {attempt + 1}/{plan.passes})" if plan.passes > 1 or attempt else ""
+        if attempt >= plan.passes:  # a retry: wait for the machine to go idle, and count its steps
+            wait_until_idle(max_busy=policy.max_share, max_wait_s=policy.idle_wait_s)
+            step.total += per_pass
+        this = _Store()
+        if meter is not None:
+            meter.start()
+        _one_pass(plan, timer, supported, costs, this, step, tag, seed=attempt)
+        share = meter.share() if meter is not None else 0.0
+        shares.append(share)
+        ok = share <= policy.max_share
+        (store if ok else spoiled).merge(this)
+        clean += ok
+        attempt += 1
+    disturbed = "" if clean else disturbed_message(shares, policy)
+    if not clean:  # every pass disturbed: keep what was measured, marked as such
+        store = spoiled
     threads = torch.get_num_threads()
     counts = tuple(sorted({1, threads}))
     for pt in thread_scaling(timer, counts, runs=plan.runs) if len(counts) > 1 else []:
@@ -218,4 +249,6 @@ def collect(plan: Plan, progress: Progress | None = None) -> Measurements:
         cpu_signature=cpu_signature() if plan.device == "cpu" else {},
         quick=plan.quick,
         conv_precision="tf32" if plan.device == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32",
+        load_shares=tuple(shares),
+        disturbed=disturbed,
     )

@@ -202,7 +202,8 @@ def _dispatch_us(meas: Measurements) -> float:
 def _measured_source(meas: Measurements) -> str:
     v = meas.versions
     return (f"measured: dnnmap calibrate{' --quick' if meas.quick else ''} on {meas.device_name}, "
-            f"{meas.date}, {meas.threads} threads, torch {v.get('torch', '?')}, load {meas.load_before:.2f}")
+            f"{meas.date}, {meas.threads} threads, torch {v.get('torch', '?')}, load {meas.load_before:.2f}"
+            + (" (DISTURBED by other processes)" if meas.disturbed else ""))
 
 
 def _calibration(meas: Measurements, gemm_shapes: dict, gemm: dict, conv_shapes: dict, conv: dict,
@@ -212,7 +213,8 @@ def _calibration(meas: Measurements, gemm_shapes: dict, gemm: dict, conv_shapes:
             "machine": meas.device_name, "device": meas.device, "date": meas.date,
             "library_versions": dict(meas.versions), "threads": meas.threads, "quick": meas.quick,
             "command": command,
-            "notes": (f"elapsed {meas.elapsed_s:.1f} s, load average {meas.load_before:.2f} -> "
+            "notes": (f"DISTURBED, do not trust: {meas.disturbed}; " if meas.disturbed else "")
+                     + (f"elapsed {meas.elapsed_s:.1f} s, load average {meas.load_before:.2f} -> "
                       f"{meas.load_after:.2f}; cpu {meas.cpu_signature}; skipped dtypes "
                       f"{list(meas.dtypes_skipped)}; held out: microbenchmarks only, no model timed"),
         },

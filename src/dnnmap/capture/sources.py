@@ -29,6 +29,7 @@ import functools
 import hashlib
 import importlib.util
 import inspect
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -90,7 +91,10 @@ def resolve(name: str) -> Source:
     if ".py:" in name or name.endswith(".py"):
         return _file_source(name)
     if name.startswith("hf:"):
-        config = hf.load_config(name)
+        try:
+            config = hf.load_config(name)
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # the config's values, not dnnmap
+            raise DnnmapError(f"{name}: not a usable Hugging Face config: {type(e).__name__}: {e}") from None
         return Source(name, Family.TEXT, functools.partial(_hf_factory, config), config=config)
     if name.startswith(_TIMM):
         if name not in timm_names():
@@ -129,14 +133,35 @@ def _file_source(spec: str) -> Source:
     loader = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(loader)  # type: ignore[arg-type]
     try:
-        loader.loader.exec_module(module)  # type: ignore[union-attr]
+        with _beside(path):
+            loader.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as e:
         raise DnnmapError(f"{spec}: importing {path} failed: {type(e).__name__}: {e}") from e
     factory = getattr(module, fn, None)
     if not callable(factory):
         known = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
         raise UnknownNameError("factory", fn, known)
-    return Source(spec, Family.CUSTOM, lambda dtype: factory())
+
+    def call(dtype: torch.dtype) -> Any:
+        with _beside(path):  # a factory may import its neighbours lazily, too
+            return factory()
+
+    return Source(spec, Family.CUSTOM, call)
+
+
+@contextlib.contextmanager
+def _beside(path: Path) -> Iterator[None]:
+    """The one place a user's file gets its directory on the import path (``from mylayers
+    import Block`` beside it works from the CLI as from Python), only while it is loaded."""
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
 
 
 # -- building ---------------------------------------------------------------------------
@@ -160,10 +185,13 @@ def build_model(
         mode = None
         with torch.random.fork_rng(), _quiet():
             torch.manual_seed(0)
-            built = src.factory(tdtype)
-    module, given = built if isinstance(built, tuple) else (built, None)
-    if not isinstance(module, nn.Module):
-        raise DnnmapError(f"{name}: the factory returned {type(module).__name__}, not an nn.Module")
+            try:
+                built = src.factory(tdtype)
+            except DnnmapError:
+                raise
+            except Exception as e:
+                raise _build_failed(src, e) from e
+    module, given = _split_built(src, built)
     module = (module if fake else module.to(tdtype)).eval()  # fake: cast in fakeify
     if src.family is Family.VISION and not src.image_shape:
         src = replace(src, image_shape=_timm_image_shape(module))
@@ -230,13 +258,42 @@ def _build_fake(src: Source, dtype: torch.dtype, mode: FakeTensorMode) -> Any:
                 built = src.factory(dtype)
         except DnnmapError:
             raise
-        except Exception:  # the constructor needs tensor values: build on CPU, untouched
-            built = src.factory(dtype)
+        except Exception as e:
+            if src.family is Family.CUSTOM and not _needs_values(e):
+                raise _build_failed(src, e) from e  # the user's factory failed: once, not twice
+            try:  # the constructor needs tensor values: build on CPU, untouched
+                built = src.factory(dtype)
+            except Exception as e2:
+                raise _build_failed(src, e2) from e2
+    module, inputs = _split_built(src, built)
     memo: dict[int, torch.Tensor] = {}
-    if isinstance(built, tuple):
-        module, inputs = built
-        return fakeify(module, mode, dtype, memo), _fake_tree(inputs, mode, memo)
-    return fakeify(built, mode, dtype, memo)
+    module = fakeify(module, mode, dtype, memo)
+    return module if inputs is None else (module, _fake_tree(inputs, mode, memo))
+
+
+def _needs_values(e: Exception) -> bool:
+    """A failure of building on the meta device (not of the constructor itself)."""
+    return isinstance(e, NotImplementedError) or "meta" in str(e).lower()
+
+
+def _build_failed(src: Source, e: Exception) -> Exception:
+    """The user's factory or config failed: their mistake, said as such; ours stays internal."""
+    if src.family is Family.CUSTOM:
+        return DnnmapError(f"{src.name}: the factory raised {type(e).__name__}: {e}")
+    if src.family is Family.TEXT:
+        return DnnmapError(f"{src.name}: transformers cannot build a model from this config: "
+                           f"{type(e).__name__}: {e}")
+    return e
+
+
+def _split_built(src: Source, built: Any) -> tuple[nn.Module, Any]:
+    """``module`` or ``(module, inputs)`` from a factory; anything else is the user's mistake."""
+    module, inputs = built if isinstance(built, tuple) and len(built) == 2 else (built, None)
+    if not isinstance(module, nn.Module):
+        what = f"a {len(built)}-tuple" if isinstance(built, tuple) else type(built).__name__
+        raise DnnmapError(f"{src.name}: the factory returned {what}; it must return an nn.Module "
+                          "or (nn.Module, inputs)")
+    return module, inputs
 
 
 def _fake_like(t: torch.Tensor, mode: FakeTensorMode, memo: dict[int, torch.Tensor],
@@ -312,8 +369,12 @@ def _input_shape(src: Source, batch: int | None, shape: tuple[int, ...] | None,
         seq = shape[-1] if shape is not None else seq_len or hf.default_seq_len(src.config)
         if seq_len is not None and seq != seq_len:
             raise DnnmapError(f"{src.name}: --seq-len {seq_len} disagrees with input shape {list(shape or ())}")
+        _check_positions(src, seq)
         return (shape[0] if shape is not None and len(shape) == 2 else b, seq)
     if src.family is Family.VISION:
+        if seq_len is not None:
+            raise DnnmapError(f"{src.name} takes images, not tokens: --seq-len does not apply "
+                              f"(its input is {list(src.image_shape) or 'an image'}; --input-shape changes it)")
         shape = shape or src.image_shape
         if len(shape) == len(src.image_shape) + 1:
             _check_batch(src, batch, shape[0])
@@ -324,7 +385,30 @@ def _input_shape(src: Source, batch: int | None, shape: tuple[int, ...] | None,
     if given is None:
         raise DnnmapError(f"{src.name}: give an input shape (without batch), or let the factory "
                           "return (module, inputs)")
+    lead = _leading(given)
+    if batch is not None and lead is not None and batch != lead:
+        raise DnnmapError(f"{src.name}: the factory returns its own inputs, at batch {lead}; --batch {batch} "
+                          "cannot change them. Drop --batch, or return only the module and give --input-shape")
     return None
+
+
+def _leading(given: Any) -> int | None:
+    """The batch (leading dimension) of the first tensor among the factory's inputs."""
+    from torch.utils._pytree import tree_leaves
+
+    for t in tree_leaves(given):
+        if isinstance(t, torch.Tensor) and t.dim() > 0:
+            return int(t.shape[0])
+    return None
+
+
+def _check_positions(src: Source, seq: int) -> None:
+    """A sequence longer than the model has positions for is the user's mistake: say so before
+    the model fails somewhere inside with a shape that names neither."""
+    limit = getattr(src.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and 0 < limit < seq:
+        raise DnnmapError(f"{src.name}: sequence length {seq:,} exceeds the model's max_position_embeddings "
+                          f"({limit:,}); use --seq-len {limit} or less")
 
 
 def _check_batch(src: Source, batch: int | None, leading: int) -> None:

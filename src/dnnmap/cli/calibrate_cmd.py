@@ -14,9 +14,11 @@ from dnnmap.cli.common import (
     HardwareDirOpt,
     InputShapeOpt,
     JsonOpt,
+    check_outputs,
     console,
     err_console,
     handle_errors,
+    warn,
     write_json,
     write_text,
 )
@@ -33,11 +35,7 @@ def register(app: typer.Typer) -> None:
 def _may_write(path: Path, force: bool) -> bool:
     """Whether ``path`` may be (over)written: it does not exist, ``--force``, or the user says
     yes at a terminal prompt. Asked before the run, so a refusal costs nothing."""
-    if force or not path.exists():
-        return force
-    if sys.stdin.isatty() and typer.confirm(f"{path} exists. Overwrite it?", default=False):
-        return True
-    raise DnnmapError(f"{path} exists; not overwriting it (use --force, or --out another file)")
+    return check_outputs(path, force=force)
 
 
 def _warn_if_busy() -> None:
@@ -49,8 +47,8 @@ def _warn_if_busy() -> None:
 
     load, cores = load_average(), os.cpu_count() or 1
     if load > 0.25 * cores:
-        err_console.print(f"[yellow]warning:[/] load average {load:.2f} on {cores} cores: other processes "
-                          "will slow the measurements; calibrate on a quiet machine for a faithful profile")
+        warn(f"load average {load:.2f} on {cores} cores: other processes will slow the measurements; "
+             "calibrate on a quiet machine for a faithful profile")
 
 
 @handle_errors
@@ -61,6 +59,7 @@ def calibrate(
     quick: Annotated[bool, typer.Option("--quick", help="Coarse grids, for CI (< 30 s)")] = False,
     base: Annotated[str | None, typer.Option("--base", help="Datasheet profile supplying what cannot be measured (power, energy, FMA pipes), e.g. cloud-x86-2c")] = None,
     force: ForceOpt = False,
+    allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the profile even if other processes loaded the machine during every pass (marked DISTURBED)")] = False,
 ) -> None:
     """Measure this device with microbenchmarks and write a calibrated hardware profile."""
     from dnnmap.calibrate import calibrate as api_calibrate
@@ -75,9 +74,13 @@ def calibrate(
     _warn_if_busy()
     with rich_progress(f"calibrating {device}") as progress:
         profile = api_calibrate(device=device, quick=quick, out=path, name=name, base=base, force=force,
-                                progress=progress, command=" ".join(["dnnmap", *sys.argv[1:]]))
+                                progress=progress, command=" ".join(["dnnmap", *sys.argv[1:]]),
+                                allow_busy=allow_busy)
     for r in render_calibration(profile):
         console.print(r)
+    if profile.calibration is not None and profile.calibration.meta.notes.startswith("DISTURBED"):
+        warn(f"{path} was measured on a busy machine and is marked DISTURBED: "
+             f"{profile.calibration.meta.notes.split(';')[0]}")
     err_console.print(f"wrote {path}; use it with: dnnmap validate resnet18 --hardware {path}")
 
 

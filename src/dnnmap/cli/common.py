@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -12,13 +11,18 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from dnnmap.errors import DnnmapError
+from dnnmap.outputs import check_writable, is_stdout, to_json, write_files
 
 # Tables are wide; when output goes to a file or pipe (no terminal width), use 160 columns.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
+# The one place text meets the terminal: strings are never read as rich markup or emoji codes
+# (model names, paths and messages are the user's text: ``foo[/]``, ``res[v2].json``,
+# ``:factory:`` print as written). Style is given as ``Text`` / ``style=``, never in a string.
+console = Console(width=_WIDTH, markup=False, emoji=False)
+err_console = Console(stderr=True, width=_WIDTH, markup=False, emoji=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +40,7 @@ ModelArg = Annotated[
         help="torchvision name (resnet18), timm:NAME, hf:NAME (bundled config) or hf:path/config.json, or path/file.py:factory"
     ),
 ]
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size")]
+BatchOpt = Annotated[int | None, typer.Option("--batch", "-b", min=1, help="Batch size [default: 1, or the factory's inputs]")]
 InputShapeOpt = Annotated[
     str | None, typer.Option("--input-shape", help="Input shape without batch, e.g. 3,224,224")
 ]
@@ -51,64 +55,79 @@ HardwareDirOpt = Annotated[
 ]
 
 
-def capture_kwargs(batch: int, input_shape: str | None, seq_len: int | None, dtype: str) -> dict[str, Any]:
+def capture_kwargs(batch: int | None, input_shape: str | None, seq_len: int | None, dtype: str) -> dict[str, Any]:
     return {"batch": batch, "input_shape": input_shape, "seq_len": seq_len, "dtype": dtype}
 
 
+# -- the terminal: every message goes through these, never through markup ----------------------
+def say(text: str, style: str | None = None, err: bool = True) -> None:
+    """One line for the user (stderr by default), printed exactly as written (never wrapped:
+    a path broken over two lines cannot be copied)."""
+    (err_console if err else console).print(Text(str(text), style=style or ""), soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    err_console.print(Text.assemble(("warning: ", "bold yellow"), str(text)), soft_wrap=True)
+
+
+def error(text: str, label: str = "error") -> None:
+    err_console.print(Text.assemble((f"{label}: ", "bold red"), str(text)), soft_wrap=True)
+
+
+_OUTPUT_OPTIONS = ("json_out", "csv_out")  # the parameter names of --json / --csv in every command
+
+
 def handle_errors(fn: F) -> F:
-    """Print a DnnmapError as one clear message and exit non-zero; ``--debug`` re-raises."""
+    """The one split between the user's mistakes and dnnmap's: a :class:`DnnmapError` prints
+    its message (exit 2, no traceback); anything else is an internal error (exit 1, "please
+    report it"). ``--debug`` re-raises either, with its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            outputs = [kwargs.get(k) for k in _OUTPUT_OPTIONS if kwargs.get(k) is not None]
+            if outputs:  # every command's --json / --csv, checked together before any work
+                kwargs["force"] = check_outputs(*outputs, force=bool(kwargs.get("force")))
             return fn(*args, **kwargs)
         except DnnmapError as e:
             if STATE.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {e}")
+            error(str(e))
             raise typer.Exit(e.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as e:  # an internal error: still no traceback without --debug
             if STATE.debug:
                 raise
-            err_console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}")
-            err_console.print("re-run with --debug for the traceback, and please report it")
+            error(f"{type(e).__name__}: {e}", label="internal error")
+            say("re-run with --debug for the traceback, and please report it")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+# -- output files: all through dnnmap.outputs -------------------------------------------------
+def check_outputs(*paths: Path | None, force: bool) -> bool:
+    """Before any work: the outputs asked for may be written (see :func:`dnnmap.outputs.check_writable`).
+    Returns the ``force`` to write them with (True once the user said yes to an overwrite)."""
+    return check_writable([p for p in paths if p is not None], force) or force
+
+
 def write_text(path: Path, text: str, force: bool) -> None:
-    """Write ``text`` to ``path`` ('-' = stdout). An existing file is kept unless ``force`` or
-    the user says yes at the prompt (only asked when stdin is a terminal)."""
-    if str(path) == "-":
+    """Write ``text`` to ``path`` ('-' = stdout), all-or-nothing; an existing file is kept
+    unless ``force`` or the user says yes at the prompt (asked on stderr, at a terminal only)."""
+    if is_stdout(path):
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    refuse_overwrite(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    err_console.print(f"wrote {path}")
+    for p in write_files({path: text}, force):
+        say(f"wrote {p}")
 
 
 def refuse_overwrite(path: Path, force: bool) -> None:
-    """Raise unless ``path`` is new, ``force`` is given, or the user says yes at a terminal."""
-    if not path.exists() or force:
-        return
-    if sys.stdin.isatty() and typer.confirm(f"{path} exists. Overwrite?", default=False):
-        return
-    raise DnnmapError(f"{path} exists; not overwriting it (use --force)")
+    """Raise unless ``path`` may be written (new, ``force``, or yes at a terminal)."""
+    check_writable([path], force)
 
 
 def write_json(path: Path, data: Any, force: bool) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default), force)
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "value"):  # enums
-        return o.value
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    return str(o)
+    """Strict JSON (no Infinity / NaN) to ``path``."""
+    write_text(path, to_json(data), force)

@@ -18,6 +18,7 @@ from dnnmap.cli.common import (
     capture_kwargs,
     console,
     handle_errors,
+    say,
     write_json,
     write_text,
 )
@@ -31,7 +32,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def count(
     model: ModelArg,
-    batch: BatchOpt = 1,
+    batch: BatchOpt = None,
     input_shape: InputShapeOpt = None,
     seq_len: SeqLenOpt = None,
     dtype: DtypeOpt = "fp32",
@@ -65,4 +66,4 @@ def models(
 
     names = [n for n in list_models() if contains is None or contains in n]
     console.print("\n".join(names))
-    console.print(f"[dim]{len(names)} models; timm:NAME and path/file.py:factory also work[/]")
+    say(f"{len(names)} models; timm:NAME and path/file.py:factory also work", style="dim", err=False)

@@ -16,10 +16,10 @@ from dnnmap.cli.common import (
     ModelArg,
     SeqLenOpt,
     capture_kwargs,
+    check_outputs,
     console,
-    err_console,
     handle_errors,
-    refuse_overwrite,
+    say,
     write_json,
 )
 
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
 def partition(
     model: ModelArg,
     strategy: StrategyOpt = "compiler",
-    batch: BatchOpt = 1,
+    batch: BatchOpt = None,
     input_shape: InputShapeOpt = None,
     seq_len: SeqLenOpt = None,
     dtype: DtypeOpt = "fp32",
@@ -51,16 +51,17 @@ def partition(
     from dnnmap.concurrency import analyze as concurrency
     from dnnmap.fusion import partition as fuse
     from dnnmap.fusion import unfused_external_bytes
-    from dnnmap.report.partition import partition_to_dict, render_partition, write_dot
+    from dnnmap.report.partition import dot_paths, partition_to_dict, render_partition, write_dot
 
+    # the very files that will be written (x.svg -> x.dot, + x.svg with graphviz), before the work
+    force = check_outputs(*(dot_paths(dot) if dot is not None else ()), json_out, force=force)  # json_out: once more, against the dot files
     counted = _counted(model, **capture_kwargs(batch, input_shape, seq_len, dtype))
     part = fuse(counted, strategy=strategy, onchip_budget_bytes=onchip_budget)
     conc = concurrency(part)
     base = unfused_external_bytes(part)
     if dot is not None:
-        refuse_overwrite(dot, force)
-        for f in write_dot(part, dot):
-            err_console.print(f"wrote {f}")
+        for f in write_dot(part, dot, force):
+            say(f"wrote {f}")
     if json_out is not None:
         write_json(json_out, partition_to_dict(part, conc, base), force)
     if str(json_out) != "-":

@@ -9,15 +9,30 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from dnnmap.errors import DnnmapError
 from dnnmap.ir import DType
 
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]  # an efficiency: 0 < e <= 1
-Count = Annotated[int, Field(gt=0)]
+
+def _not_bool(v: object) -> object:
+    """YAML reads ``true`` / ``yes`` / ``on`` as booleans, which pydantic would take as 1."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, not the boolean {str(v).lower()}")
+    return v
+
+
+# Numbers are strict (a number, never a boolean or a string) and bounded: no figure of a real
+# device comes near 1e15 in the units the keys name (TFLOP/s, GB/s, pJ, MHz, us, bytes of one
+# level are Count), so a 1e30 is a typo or an attack, not a device.
+MAX_FIGURE = 1e15
+MAX_COUNT = 2**53  # bytes up to 9 PB, exactly representable as a float
+MAX_TFLOPS = 1e6  # one chip at 1 EFLOP/s: 20x the largest chip today; for peak_* fields
+Positive = Annotated[float, Strict(), Field(gt=0, le=MAX_FIGURE, allow_inf_nan=False)]
+NonNegative = Annotated[float, Strict(), Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
+Fraction = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]  # an efficiency: 0 < e <= 1
+TFlops = Annotated[float, Strict(), Field(gt=0, le=MAX_TFLOPS, allow_inf_nan=False)]
+Count = Annotated[int, BeforeValidator(_not_bool), Field(gt=0, le=MAX_COUNT)]
 ProfileName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
 
 

@@ -81,26 +81,31 @@ class CountReport:
                     **{k: getattr(c, k) for k in _COST_COLUMNS},
                 }
             )
-        return pd.DataFrame(rows, columns=["op", "target", "op_class", "module", "module_type", *_COST_COLUMNS])
+        return pd.DataFrame(rows, columns=["op", "target", "op_class", "module", "module_type", *_COST_COLUMNS],
+                            dtype=object)
 
     def per_module(self, depth: int = 1) -> pd.DataFrame:
         """Costs summed by module path cut to ``depth`` components (``layer1.0`` at depth 2)."""
-        df = self.to_dataframe()
-        if df.empty:
-            return df
-        df["module"] = df["module"].map(lambda m: ".".join(m.split(".")[:depth]) if m else "<root>")
-        order = list(dict.fromkeys(df["module"]))
-        agg = df.groupby("module", sort=False)[list(_COST_COLUMNS)].sum()
-        agg.insert(0, "ops", df.groupby("module", sort=False).size())
-        return agg.loc[order].reset_index()
+        return self._sums("module", lambda op: ".".join(op.module_path.split(".")[:depth]) if op.module_path else "<root>")
 
     def per_class(self) -> pd.DataFrame:
-        df = self.to_dataframe()
+        df = self._sums("op_class", lambda op: op.op_class.value)
         if df.empty:
             return df
-        agg = df.groupby("op_class")[list(_COST_COLUMNS)].sum()
-        agg.insert(0, "ops", df.groupby("op_class").size())
-        return agg.sort_values("flops", ascending=False).reset_index()
+        return df.sort_values("flops", ascending=False, kind="stable", key=lambda c: c.map(float)).reset_index(drop=True)
+
+    def _sums(self, key: str, group: Any) -> pd.DataFrame:
+        """Exact sums per group in Python integers: a pandas int64 sum wraps past 9.2e18
+        (``llama-3-8b`` at batch 10**6 read "-3.3e18 B"); object columns keep every digit."""
+        sums: dict[str, list[int]] = {}
+        for op in self.graph.ops:
+            c = self.counted.costs[op.id]
+            row = sums.setdefault(group(op), [0] * (len(_COST_COLUMNS) + 1))
+            row[0] += 1
+            for i, k in enumerate(_COST_COLUMNS, 1):
+                row[i] += getattr(c, k)
+        rows = [{key: g, "ops": r[0], **dict(zip(_COST_COLUMNS, r[1:], strict=True))} for g, r in sums.items()]
+        return pd.DataFrame(rows, columns=[key, "ops", *_COST_COLUMNS], dtype=object)
 
     def to_dict(self, depth: int = 1) -> dict[str, Any]:
         """JSON-ready: model meta, totals, per-class, per-module, ledger."""
@@ -128,7 +133,7 @@ def render_count(report: CountReport, depth: int = 1, top: int = 40) -> list[Any
     summary.add_column(style="bold")
     summary.add_column(justify="right")
     for label, value in (
-        ("capture path", f"{meta.get('capture_path', '?')}" + (f" (fallback: {meta['fallback_reason']})" if meta.get("fallback_reason") else "")),
+        ("capture path", f"{meta.get('capture_path', '?')}" + (f" (export: {short_reason(meta['fallback_reason'])})" if meta.get("fallback_reason") else "")),
         ("inputs", ", ".join(f"{s}" for s in meta.get("input_shapes", ())) + f"  {meta.get('dtype', '')}"),
         ("parameters", f"{t['params']:,} ({si(t['params'])})"),
         ("FLOPs (total)", si(t["flops"], "FLOP")),
@@ -141,12 +146,40 @@ def render_count(report: CountReport, depth: int = 1, top: int = 40) -> list[Any
         ("ops without a cost rule", f"{t['unknown_ops']}" + ("" if t["unknown_ops"] == 0 else "  (see ledger)")),
     ):
         summary.add_row(label, value)
+    for note in assumed_notes(meta):
+        summary.add_row("assumed", note)
     out: list[Any] = [summary]
     out.append(_frame_table(report.per_class(), "per op class", "op_class"))
     pm = report.per_module(depth)
     out.append(_frame_table(pm.head(top), f"per module (depth {depth}; {len(pm)} rows{', first ' + str(top) if len(pm) > top else ''})", "module"))
     out.append(render_ledger(report))
     return out
+
+
+def short_reason(reason: str, width: int = 70) -> str:
+    """Why export was left, in a few words (the whole torch message stays in the JSON)."""
+    if "data-dependent" in reason or "GuardOnDataDependent" in reason:
+        return "data-dependent control flow (a branch or size that depends on a tensor's value)"
+    first = reason.split(". ")[0].split("\n")[0].strip()
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
+def assumed_notes(meta: dict[str, Any], limit: int = 3) -> list[str]:
+    """Data-dependent values the capture had to assume (``x.item()`` -> 1.0, a branch taken),
+    one short line each: the counts hold for that path only."""
+    assumed = list(meta.get("assumed_values", ()))
+    notes = []
+    for a in assumed[:limit]:
+        func, _, rest = a.partition(" in ")
+        where, _, value = rest.rpartition(" -> ")
+        op = func.removeprefix("aten.").split(".")[0]
+        path, _, mtype = where.strip().partition(" (")
+        path, mtype = path.strip("'"), mtype.rstrip(")")
+        place = f"{path} ({mtype})" if path else (mtype or "the model")
+        notes.append(f"{op}() in {place} taken as {value}; branches on it follow that value")
+    if len(assumed) > limit:
+        notes.append(f"... and {len(assumed) - limit} more (see meta.assumed_values in --json)")
+    return notes
 
 
 def render_ledger(report: CountReport) -> Any:

@@ -16,11 +16,14 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
+from rich.text import Text
 
 from dnnmap.mapping import Bound, Comparison, Estimate
+from dnnmap.outputs import json_safe
 from dnnmap.report.units import percent, seconds, si
 
 
@@ -32,12 +35,20 @@ def joules(value: float) -> str:
     return "0 J"
 
 
-_BOUND_STYLE = {Bound.COMPUTE: "green", Bound.MEMORY: "yellow", Bound.OVERHEAD: "red"}
+_BOUND_STYLE = {Bound.COMPUTE: "green", Bound.MEMORY: "yellow", Bound.OVERHEAD: "red", Bound.POWER: "magenta",
+                Bound.HOST: "red"}
+
+
+# why a figure is undefined: JSON gets null and this reason, never Infinity / NaN
+NULL_WHY = {
+    "naive_error": "the model has no FLOPs: the naive FLOPs / peak estimate is 0 s, so the ratio is undefined",
+    "arithmetic_intensity": "no bytes moved: FLOPs per byte is undefined",
+}
 
 
 def estimate_to_dict(est: Estimate) -> dict[str, Any]:
     """JSON-ready: summary, notes, one record per subgraph (with its schedule slot)."""
-    return est.to_dict()
+    return json_safe(est.to_dict(), NULL_WHY)
 
 
 def estimate_dataframe(est: Estimate) -> pd.DataFrame:
@@ -46,7 +57,11 @@ def estimate_dataframe(est: Estimate) -> pd.DataFrame:
 
 
 def comparison_to_dict(cmp: Comparison) -> dict[str, Any]:
-    return cmp.to_dict()
+    return json_safe(cmp.to_dict(), NULL_WHY)
+
+
+def _naive(x: float) -> str:
+    return f"{x:,.1f}x" if math.isfinite(x) else "n/a (no FLOPs)"
 
 
 def comparison_dataframe(cmp: Comparison) -> pd.DataFrame:
@@ -59,8 +74,11 @@ def _summary_rows(est: Estimate) -> list[tuple[str, str]]:
     rf = est.roofline
     rows = [
         ("device", f"{est.device} ({est.device_class})"),
-        ("precision / batch / fusion", f"{est.precision.value} / {est.batch} / {est.strategy}"),
-        ("figures", f"{est.provenance.value}" + (f", weights in {est.meta['weights_in']}" if est.meta.get("weights_in") else "")),
+        ("precision / batch / mode", f"{est.precision.value} / {est.batch} / {est.mode} ({est.strategy} kernels)"
+         + (f", {est.meta['attention']} attention" if est.meta.get("attention") else "")),
+        ("figures", f"{est.provenance.value}" + (f", weights in {est.meta['weights_in']}" if est.meta.get("weights_in") else "")
+         + f"; {percent(est.estimated_share, 0)} of kernel time rests on estimated figures"),
+        ("ops without a cost rule", ", ".join(est.unknown_ops) if est.unknown_ops else "none"),
         ("kernels (subgraphs)", f"{len(est.subgraphs)}" + (f" on {est.streams} streams" if est.streams > 1 else "")),
         ("latency", seconds(est.latency_s)),
         ("throughput", f"{est.throughput:,.1f} inferences/s"),
@@ -69,9 +87,11 @@ def _summary_rows(est: Estimate) -> list[tuple[str, str]]:
         ("achieved / peak FLOP/s", percent(est.flops_utilization, 2)),
         ("energy per inference", f"{joules(est.energy_j)} ({joules(est.energy_per_sample_j)} per sample)"),
         ("average power", f"{est.average_power_w:,.1f} W"),
-        ("time by bound", ", ".join(f"{b.value} {percent(share[b], 0)}" for b in Bound)),
+        *([("host timeline", f"{seconds(est.host_s)} issuing kernels; device waits {seconds(est.device_idle_s)}"
+            + (" (host-bound)" if est.bound is Bound.HOST else ""))] if est.host_s else []),
+        ("time by bound", ", ".join(f"{b.value} {percent(share[b], 0)}" for b in Bound if b is not Bound.HOST)),
         ("roofline", f"peak {si(rf.peak_flops, 'FLOP/s')}, {rf.memory_level} {si(rf.bandwidth, 'B/s')}, ridge {rf.ridge_point:.1f} FLOP/B"),
-        ("naive FLOPs / peak", f"{seconds(est.naive_latency_s)}  (mapped latency is {est.naive_error:,.1f}x longer)"),
+        ("naive FLOPs / peak", f"{seconds(est.naive_latency_s)}  (mapped latency is {_naive(est.naive_error)} longer)"),
     ]
     rows += [("note", n) for n in est.notes]
     return rows
@@ -105,7 +125,7 @@ def render_subgraphs(est: Estimate, top: int | None = None) -> Any:
         tbl.add_row(
             str(s.subgraph_id), s.name, f"{s.units_allocated}/{s.units_total} {s.unit}", percent(s.utilization, 0),
             seconds(s.compute_s), seconds(s.memory_s), seconds(s.overhead_s), seconds(s.latency_s),
-            f"[{_BOUND_STYLE[s.bound]}]{s.bound.value}[/]", joules(s.energy_j), s.explanation,
+            Text(s.bound.value, style=_BOUND_STYLE[s.bound]), joules(s.energy_j), s.explanation,
         )
     return tbl
 
@@ -129,7 +149,7 @@ def render_compare(cmp: Comparison) -> Any:
         tbl.add_row(
             e.device, e.device_class, seconds(e.latency_s), f"{e.throughput:,.1f}", percent(e.utilization),
             percent(e.units_busy), joules(e.energy_j), f"{e.average_power_w:,.1f} W",
-            f"[{_BOUND_STYLE[e.bound]}]{e.bound.value}[/]", f"{e.naive_error:,.1f}x",
+            Text(e.bound.value, style=_BOUND_STYLE[e.bound]), _naive(e.naive_error),
             f"{cmp.speedup(e.device):,.2f}x", e.provenance.value,
         )
     return tbl

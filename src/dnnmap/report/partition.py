@@ -164,20 +164,29 @@ def to_dot(p: Partition) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_dot(p: Partition, path: str | Path) -> list[Path]:
-    """Write ``path`` (Graphviz text; ``x.svg`` writes ``x.dot``); when the ``dot`` program is
-    installed also the ``.svg`` beside it. Returns the files written."""
+def dot_paths(path: str | Path) -> list[Path]:
+    """The files :func:`write_dot` writes for ``path``: ``x.dot`` (``x.svg`` names it too), and
+    ``x.svg`` beside it when Graphviz's ``dot`` program is installed."""
     path = Path(path)
     dot_path = path.with_suffix(".dot") if path.suffix == ".svg" else path
-    dot_path.parent.mkdir(parents=True, exist_ok=True)
-    dot_path.write_text(to_dot(p))
-    written = [dot_path]
+    svg = [path.with_suffix(".svg")] if shutil.which("dot") is not None else []
+    return [dot_path, *(s for s in svg if s != dot_path)]
+
+
+def write_dot(p: Partition, path: str | Path, force: bool = False) -> list[Path]:
+    """Write the files of :func:`dot_paths` (Graphviz text, + SVG rendered by ``dot``) through
+    the one safe writer: nothing overwritten without ``force``, nothing partly written.
+    Returns the files written."""
+    from dnnmap.outputs import write_files
+
+    paths = dot_paths(path)
+    text = to_dot(p)
+    files: dict[Path, str | bytes] = {paths[0]: text}
     dot = shutil.which("dot")
-    if dot is not None:
-        svg = path.with_suffix(".svg")
+    if len(paths) > 1 and dot is not None:
         try:
-            subprocess.run([dot, "-Tsvg", str(dot_path), "-o", str(svg)], check=True, capture_output=True, timeout=300)
+            run = subprocess.run([dot, "-Tsvg"], input=text.encode(), check=True, capture_output=True, timeout=300)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-            raise DnnmapError(f"dot could not render {path}: {e}") from None
-        written.append(svg)
-    return written
+            raise DnnmapError(f"dot could not render {paths[1]}: {e}") from None
+        files[paths[1]] = run.stdout
+    return write_files(files, force)

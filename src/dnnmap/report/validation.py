@@ -17,6 +17,7 @@ from typing import Any
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from dnnmap.report.units import seconds
 from dnnmap.validate.record import Summary, ValidationCase, ValidationReport
@@ -36,9 +37,10 @@ def rich_progress(description: str) -> Iterator[Callable[[str, int, int], None]]
     ``calibrate`` and ``validate`` take."""
     from rich.console import Console
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[what]}"), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+    # descriptions hold model names: never read as markup or emoji codes
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[what]}", markup=False), TimeElapsedColumn(),
+                  console=Console(stderr=True, markup=False, emoji=False), transient=True) as bar:
         task = bar.add_task(description, total=None, what="")
 
         def update(what: str, done: int, total: int) -> None:
@@ -59,13 +61,13 @@ def render_validation(report: ValidationReport, detail: bool = True) -> list[Any
     return out
 
 
-def _header(r: ValidationReport) -> str:
-    lines = [
-        f"profile [bold]{r.profile}[/] ({r.provenance}) on {r.device} [bold]{r.device_name}[/], "
-        f"{r.threads} threads, strategy {r.strategy}, {r.precision}, {r.date}",
-        *[f"[dim]{n}[/]" for n in r.notes],
-    ]
-    return "\n".join(lines)
+def _header(r: ValidationReport) -> Text:
+    """Profile, device and notes; user text (names) kept literal, style given as spans."""
+    return Text.assemble(
+        "profile ", (r.profile, "bold"), f" ({r.provenance}) on {r.device} ", (r.device_name, "bold"),
+        f", {r.threads} threads, strategy {r.strategy}, {r.precision}, {r.date}",
+        *[("\n" + n, "dim") for n in r.notes],
+    )
 
 
 def _cases_table(r: ValidationReport) -> Table:
@@ -74,11 +76,11 @@ def _cases_table(r: ValidationReport) -> Table:
         t.add_column(col, justify="left" if col in ("model", "bound") else "right")
     for c in r.cases:
         if not c.ok:
-            t.add_row(c.model, str(c.batch), "-", "-", "[red]failed[/]", c.error_message[:60], "", "")
+            t.add_row(c.model, str(c.batch), "-", "-", Text("failed", style="red"), c.error_message[:60], "", "")
             continue
         style = "green" if abs(c.error) <= 0.10 else "yellow" if abs(c.error) <= 0.20 else "red"
         t.add_row(c.model, str(c.batch), seconds(c.measured_s), seconds(c.predicted_s),
-                  f"[{style}]{_pct(c.error)}[/]", c.bound, str(c.runs), f"{c.load_avg:.2f}")
+                  Text(_pct(c.error), style=style), c.bound, str(c.runs), f"{c.load_avg:.2f}")
     return t
 
 
@@ -99,7 +101,7 @@ def _breakdown_table(c: ValidationCase) -> Table:
     for b in c.by_class:
         t.add_row(b.key, str(b.count), seconds(b.measured_s), seconds(b.predicted_s), _pct(b.error))
     for w in c.worst[:3]:
-        t.add_row(f"[dim]longest: {w.name}[/]", "", "", seconds(w.predicted_s), f"[dim]{w.bound}[/]")
+        t.add_row(Text(f"longest: {w.name}", style="dim"), "", "", seconds(w.predicted_s), Text(w.bound, style="dim"))
     return t
 
 
@@ -184,4 +186,4 @@ def render_calibration(profile: Any) -> list[Any]:
         elif k.endswith("_per_s"):
             unit = "FLOP/s" if "flops" in k else "/s"
             ops.add_row(k.removesuffix("_per_s").replace("_", " "), si(v, unit))
-    return [head, ops, f"[dim]{cal.meta.notes}[/]"]
+    return [head, ops, Text(cal.meta.notes, style="dim")]

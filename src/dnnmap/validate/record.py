@@ -17,6 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+NULL_WHY = {
+    "fresh_page_s": "the profile has no calibrated fresh-page cost",
+    "spearman": "rank correlation needs at least two cases that ran",
+    "error": "the case failed (see error_message) or no case ran",
+}
 HELD_OUT_NOTE = (
     "Held-out protocol: the hardware profile comes from microbenchmarks only (GEMM and conv "
     "grids, bandwidth sweeps, tiny-op dispatch, op-kind rates); no constant was fitted to the "
@@ -160,6 +165,12 @@ class ValidationReport:
         return tuple(c for c in self.cases if not c.ok)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; an undefined figure is null with its reason (``json_safe``), never NaN."""
+        from dnnmap.outputs import json_safe
+
+        return json_safe(self._raw_dict(), NULL_WHY)
+
+    def _raw_dict(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
             "provenance": self.provenance,

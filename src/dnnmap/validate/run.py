@@ -30,6 +30,8 @@ from dnnmap.calibrate.timing import (
 from dnnmap.errors import DnnmapError
 from dnnmap.validate.measure import Measurement, measure_module
 from dnnmap.validate.record import (
+    EAGER_NOTE,
+    HELD_OUT_NOTE,
     SubgraphRow,
     ValidationCase,
     ValidationReport,
@@ -91,6 +93,7 @@ def validate(
     if device == "cuda":
         require_cuda()
     prof = resolve_profile(profile, hardware_dirs)
+    check_profile_matches(prof, device)
     settings = settings or RunSettings()
     cases: list[ValidationCase] = []
     total, done = len(models) * len(batches), 0
@@ -115,6 +118,7 @@ def validate(
         cases=tuple(cases),
         date=utc_now(),
         versions=library_versions(),
+        notes=profile_notes(prof, device),
         fresh_page_s=_fresh_page_s(prof),
     )
 
@@ -132,6 +136,44 @@ def resolve_profile(profile: Any, hardware_dirs: Sequence[Any] = ()) -> Any:
     from dnnmap.hardware import load_profile
 
     return load_profile(str(profile), extra_dirs=list(hardware_dirs))
+
+
+_DEVICE_CLASS = {"cpu": "cpu", "cuda": "gpu"}  # what is timed -> the profile class that predicts it
+
+
+def check_profile_matches(prof: Any, device: str) -> None:
+    """A profile predicts the device it describes: a GPU profile cannot be validated by timing
+    the CPU (it came out -96 %), nor a profile calibrated on a GPU by timing a CPU."""
+    want = _DEVICE_CLASS[device]
+    cls = getattr(getattr(prof, "device_class", None), "value", None)
+    name = _profile_name(prof)
+    if cls is not None and cls != want:
+        raise DnnmapError(
+            f"profile {name!r} describes a {cls}, but --device {device} times this machine's {device.upper()}: "
+            f"give a {want} profile (e.g. from `dnnmap calibrate --device {device}`)"
+            + ("" if cls != "gpu" else " or --device cuda"))
+    cal = getattr(prof, "calibration", None)
+    if cal is not None and cal.meta.device != device:
+        raise DnnmapError(f"profile {name!r} was calibrated on {cal.meta.device} ({cal.meta.machine}), "
+                          f"but --device {device} is timed")
+
+
+def profile_notes(prof: Any, device: str) -> tuple[str, ...]:
+    """The header's notes: the held-out claim only where the profile's calibration meta says
+    it was measured on this machine; otherwise what the profile really is."""
+    cal = getattr(prof, "calibration", None)
+    here = device_name(device)
+    if cal is None:
+        first = ("Profile from datasheet figures (theoretical): not calibrated on this machine, "
+                 "nothing in it was fitted to the models validated here.")
+    elif cal.meta.machine != here:
+        first = (f"Profile calibrated on {cal.meta.machine} ({cal.meta.date}), not on this machine "
+                 f"({here}): the predictions are for that machine.")
+    else:
+        first = HELD_OUT_NOTE
+    disturbed = (f"The profile is marked {cal.meta.notes.split(';')[0]}",) if cal is not None and \
+        cal.meta.notes.startswith("DISTURBED") else ()
+    return (first, *disturbed, EAGER_NOTE)
 
 
 def _profile_name(prof: Any) -> str:
@@ -269,4 +311,5 @@ def repredict(report: ValidationReport, profile: Any, hardware_dirs: Sequence[An
                         for s in worst),
             estimate=est,
         ))
-    return replace(report, profile=_profile_name(prof), provenance=_provenance(prof), cases=tuple(cases))
+    return replace(report, profile=_profile_name(prof), provenance=_provenance(prof), cases=tuple(cases),
+                   notes=profile_notes(prof, report.device))
