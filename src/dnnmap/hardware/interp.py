@@ -18,6 +18,7 @@ import bisect
 import math
 from collections.abc import Sequence
 
+from dnnmap.hardware.calibration import BatchedShapePoint
 from dnnmap.hardware.schema import (
     BandwidthPoint,
     Calibration,
@@ -129,3 +130,128 @@ def conv_shape_tflops(cal: Calibration, kind: ConvKind, precision: Precision, m:
     """Measured conv throughput of ``kind`` at implicit-GEMM shape (m, n, k), or None."""
     pts = cal.conv_shapes.get(kind, {}).get(precision)
     return shape_interpolate(pts, m, n, k) if pts else None
+
+
+# --- scattered tables (imported kernel microbenchmarks) ------------------------------------------
+
+
+class ScatteredTable:
+    """Achieved TFLOPS at any GEMM shape from measurements at scattered shapes (imported kernel
+    tables: random shapes, not a grid). Built once per table (:func:`scattered_table` caches).
+
+    Method, and why: **piecewise-linear interpolation of log(TFLOPS) over a Delaunay
+    triangulation of the measured shapes in (log b,) log m, log n, log k** (scipy's
+    ``LinearNDInterpolator``), never a fitted formula:
+
+    - it reproduces every measurement exactly (a query at a measured shape returns it);
+    - each answer is a convex combination of the measurements around it, so it never leaves
+      their range (never above the fastest measured kernel, hence never above the peak);
+    - in the launch-bound regime latency is flat, so log(TFLOPS) = log(2bmnk) - const is
+      *linear* in the log coordinates and the interpolation is exact there; in the
+      compute-bound regime TFLOPS is flat and so is the interpolation. Nearest-neighbour or
+      k-NN averaging would bias both regimes towards the neighbours' sizes.
+
+    Outside the measured hull (a shape larger or smaller than any measured along some axis) it
+    takes the nearest measurement in log space and keeps its **rate** when the query has more
+    FLOPs (bigger kernels do not get slower per FLOP) but its **latency** when the query has
+    fewer (a smaller kernel is not faster than the launch-bound one measured):
+    ``tflops = tflops_nn * min(1, flops / flops_nn)``. Axes on which every point has the same
+    value (all ``b = 1``) are dropped before triangulating.
+
+    >>> pts = [(m, n, k, 2 * m * n * k / 1e-3 / 1e12) for m in (16, 256) for n in (16, 256) for k in (16, 256)]
+    >>> t = ScatteredTable([p[:3] for p in pts], [p[3] for p in pts])  # 1 ms each: launch-bound
+    >>> round(t(64, 64, 64) / (2 * 64**3 / 1e-3 / 1e12), 9)   # inside: the same 1 ms latency
+    1.0
+    >>> round(t(8, 16, 16) / (2 * 8 * 16 * 16 / 1e-3 / 1e12), 9)  # below the hull: its latency
+    1.0
+    """
+
+    def __init__(self, shapes: Sequence[Sequence[float]], tflops: Sequence[float]) -> None:
+        import numpy as np
+        from scipy.spatial import cKDTree
+
+        if not shapes or len(shapes) != len(tflops):
+            raise ValueError("ScatteredTable: need one TFLOPS value per shape, at least one")
+        coords = np.log(np.asarray(shapes, dtype=float))
+        self._tf = np.asarray(tflops, dtype=float)
+        self._log_flops = coords.sum(axis=1)  # log(b m n k): FLOPs / 2
+        self._axes = [i for i in range(coords.shape[1]) if np.ptp(coords[:, i]) > 0]
+        self._coords = coords[:, self._axes]
+        self._tree = cKDTree(self._coords) if self._axes else None
+        self._linear = self._triangulate()
+
+    def _triangulate(self):  # noqa: ANN202 - LinearNDInterpolator | None
+        import numpy as np
+        from scipy.interpolate import LinearNDInterpolator
+        from scipy.spatial import QhullError
+
+        n, d = self._coords.shape
+        if d < 2 or n < d + 1:
+            return None
+        try:
+            return LinearNDInterpolator(self._coords, np.log(self._tf))
+        except (QhullError, ValueError):  # all points in a lower-dimensional plane: nearest only
+            return None
+
+    def __call__(self, *shape: float) -> float:
+        """TFLOPS at ``shape`` (same axes as the table's shapes, all > 0)."""
+        import numpy as np
+
+        if min(shape) <= 0:
+            raise ValueError(f"ScatteredTable: sizes must be positive, got {shape}")
+        full = np.log(np.asarray(shape, dtype=float))
+        q = full[self._axes]
+        if self._linear is not None:
+            v = float(self._linear(q[None, :])[0])
+            if math.isfinite(v):
+                return math.exp(v)
+        if self._tree is None:
+            i = 0
+        elif len(self._axes) == 1:
+            i = int(np.argmin(np.abs(self._coords[:, 0] - q[0])))
+        else:
+            i = int(self._tree.query(q)[1])
+        return float(self._tf[i] * min(1.0, math.exp(full.sum() - self._log_flops[i])))
+
+
+_SCATTERED: dict[int, tuple[object, ScatteredTable]] = {}
+
+
+def scattered_table(points: Sequence[ShapePoint] | Sequence[BatchedShapePoint]) -> ScatteredTable:
+    """The interpolator of a profile's scattered table, built on first use (tables are frozen;
+    the cache holds the table itself, so its ``id`` stays valid)."""
+    hit = _SCATTERED.get(id(points))
+    if hit is not None and hit[0] is points:
+        return hit[1]
+    shapes = [(p.b, p.m, p.n, p.k) if isinstance(p, BatchedShapePoint) else (p.m, p.n, p.k) for p in points]
+    table = ScatteredTable(shapes, [p.achieved_tflops for p in points])
+    if len(_SCATTERED) >= 64:
+        _SCATTERED.clear()
+    _SCATTERED[id(points)] = (points, table)
+    return table
+
+
+def gemm_point_tflops(cal: Calibration, precision: Precision, b: int, m: int, n: int, k: int) -> float | None:
+    """Measured (imported) GEMM throughput at ``b`` x (m, n, k), or None when not measured.
+
+    ``b > 1`` uses the batched table when there is one; otherwise, and for ``b == 1``, the
+    plain GEMM table with the batch folded into ``m`` (what a batched call of one matrix is)."""
+    bmm = cal.bmm_points.get(precision)
+    if b > 1 and bmm:
+        return scattered_table(bmm)(b, m, n, k)
+    plain = cal.gemm_points.get(precision)
+    if plain:
+        return scattered_table(plain)(m * b, n, k)
+    return scattered_table(bmm)(b, m, n, k) if bmm else None
+
+
+def conv_point_tflops(cal: Calibration, kind: ConvKind, precision: Precision, m: int, n: int, k: int) -> float | None:
+    """Measured (imported) conv throughput of ``kind`` at implicit-GEMM shape (m, n, k), or None."""
+    pts = cal.conv_points.get(kind, {}).get(precision)
+    return scattered_table(pts)(m, n, k) if pts else None
+
+
+def op_bandwidth_gbps(cal: Calibration, op: str, nbytes: float) -> float | None:
+    """Measured GB/s of op kind ``op`` moving ``nbytes``, or None when that kind was not measured."""
+    pts = cal.op_bandwidth.get(op)
+    return bandwidth_at(pts, nbytes) if pts else None

@@ -151,13 +151,17 @@ def _traffic(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_byte
 
 def _measured_traffic(work: Work, p: Placement, device: Device) -> tuple[MemoryTraffic, ...] | None:
     """Calibrated: all bytes at the measured streaming bandwidth for this working set, capped
-    by the level that holds it (see :func:`dnnmap.mapping.measured.streaming_bandwidth`)."""
-    if device.calibration is None or not device.calibration.bandwidth:
+    by the level that holds it (see :func:`dnnmap.mapping.measured.streaming_bandwidth`); a
+    vector kernel whose op kind has an imported table (``op_bandwidth``) at that kind's
+    measured bandwidth (:func:`dnnmap.mapping.measured.op_bandwidth`)."""
+    cal = device.calibration
+    if cal is None or not (cal.bandwidth or cal.op_bandwidth):
         return None
     nbytes = work.external_bytes + p.spill_bytes + p.workspace_bytes
     if nbytes == 0:
         return ()
-    found = cal_terms.streaming_bandwidth(nbytes, device)
+    # imported op-kind tables: a vector kernel of a measured kind at that kind's bandwidth
+    found = cal_terms.op_bandwidth(work, nbytes, device) or cal_terms.streaming_bandwidth(nbytes, device)
     if found is None:
         return None
     level, bw = found
@@ -166,9 +170,13 @@ def _measured_traffic(work: Work, p: Placement, device: Device) -> tuple[MemoryT
 
 def _vector_seconds(work: Work, p: Placement, device: Device) -> tuple[float, bool]:
     """(seconds of vector work, whether measured data gave it): the op kind's measured rate,
-    else transcendentals at their measured rate and the rest at the placement's vector rate."""
+    else transcendentals at their measured rate and the rest at the placement's vector rate.
+    A kernel priced by an imported op-kind bandwidth table has no separate compute term."""
     if not work.vector_flops:
         return 0.0, False
+    if cal_terms.op_kind(work, device.calibration) is not None:
+        # imported op-kind table: the measured latency (memory term) is the whole kernel
+        return 0.0, True
     share = p.vector_rate / device.vector_peak if device.vector_peak else 1.0
     rate = cal_terms.vector_rate(work, device, share)
     if rate is not None:
@@ -182,12 +190,18 @@ def _vector_seconds(work: Work, p: Placement, device: Device) -> tuple[float, bo
 def _measured_tensor_rate(work: Work, device: Device) -> float | None:
     """Measured GEMM / conv FLOP/s at this subgraph's shape (or size) on calibrated profiles.
 
-    Shape-keyed tables (m, n, k) are preferred; FLOP-keyed ones are the fallback. Depthwise
-    convs use the depthwise table (m = N*Ho*Wo, n = channels, k = kh*kw).
+    Imported scattered tables (``gemm_points`` / ``bmm_points`` / ``conv_points``) first, capped
+    at the boost-clock peak (a measured rate already reflects the clock the part held); then
+    shape-keyed grids (m, n, k); FLOP-keyed ones are the fallback. Depthwise convs use the
+    depthwise table (m = N*Ho*Wo, n = channels, k = kh*kw).
     """
     cal = device.calibration
     if cal is None or work.tensor_flops == 0:
         return None
+    imported = cal_terms.imported_tensor_tflops(work, device)  # scattered tables, imported
+    if imported is not None:  # measured at the clock the part held: replaces the clock scaling
+        boost = device.engine(work.op_class is OpClass.CONV).peak / device.clock_ratio
+        return min(imported * 1e12, boost)
     p, prec, flops = work.parallelism, device.tensor_precision, work.tensor_flops
     if work.op_class is OpClass.CONV and p.gemm_batch > 1 and not p.depthwise:
         # grouped conv: the grouped table (calibrate measures group widths 1, 8, 16 into the

@@ -113,3 +113,74 @@ def streaming_bandwidth(nbytes: int, device: Device) -> tuple[str, float] | None
     pts = cal.bandwidth.get(BandwidthKind.COPY) or next(iter(cal.bandwidth.values()))
     level = next((lv for lv in device.levels if lv.capacity_bytes * lv.instances >= nbytes), device.dram)
     return level.name, min(bandwidth_at(pts, nbytes) * 1e9, level.bandwidth)
+
+
+# --- imported kernel tables (``dnnmap calibrate --from-measurements``) ---------------------------
+
+# ATen spellings of the op kinds the tables name (in-place ``add_`` is handled by stripping "_")
+_OP_KIND_ALIASES = {"_softmax": "softmax", "native_layer_norm": "layer_norm", "clamp_min": "relu"}
+
+
+def op_kind(work: Work, cal: Calibration | None) -> str | None:
+    """The ``op_bandwidth`` table standing for a vector kernel: its dominant op's kind, the
+    ``_scalar`` variant when it reads one tensor and no weights (``x * 0.5``), else the
+    tensor-tensor one. None for kernels with GEMM work or kinds no table names.
+
+    >>> from dnnmap.fusion.partition import Parallelism
+    >>> w = Work(0, "mul", OpClass.ELEMENTWISE, 0, 8, 0, 64, 0, 64, 0, Parallelism(), False,
+    ...          op_name="mul", reads=(("x", 64),))
+    >>> class C: op_bandwidth = {"mul": (), "mul_scalar": ()}
+    >>> op_kind(w, C())
+    'mul_scalar'
+    """
+    if cal is None or not cal.op_bandwidth or work.tensor_flops or not work.op_name:
+        return None
+    name = work.op_name.rstrip("_") if work.op_name not in _OP_KIND_ALIASES else work.op_name
+    name = _OP_KIND_ALIASES.get(name, name)
+    unary = len(work.reads) <= 1 and work.weight_bytes == 0
+    for key in ((f"{name}_scalar", name) if unary else (name,)):
+        if key in cal.op_bandwidth:
+            return key
+    return None
+
+
+def op_bandwidth(work: Work, nbytes: int, device: Device) -> tuple[str, float] | None:
+    """(level, bytes/s) of a vector kernel moving ``nbytes`` at the measured bandwidth of its op
+    kind (the measured latency covers the whole kernel), capped by the level holding the bytes."""
+    from dnnmap.hardware.interp import op_bandwidth_gbps
+
+    cal = device.calibration
+    key = op_kind(work, cal)
+    if key is None or cal is None or nbytes <= 0:
+        return None
+    gbps = op_bandwidth_gbps(cal, key, nbytes)
+    if gbps is None:
+        return None
+    level = next((lv for lv in device.levels if lv.capacity_bytes * lv.instances >= nbytes), device.dram)
+    return level.name, min(gbps * 1e9, level.bandwidth)
+
+
+def imported_tensor_tflops(work: Work, device: Device) -> float | None:
+    """Measured TFLOPS of a GEMM / conv subgraph from the imported scattered tables, or None.
+
+    Plain GEMMs (and batched ones when no ``bmm`` table exists) use ``gemm_points`` with the
+    batch folded into m; batched GEMMs (``gemm_batch > 1``) use ``bmm_points`` keyed (b, m, n, k);
+    dense / pointwise convs ``conv_points`` at the implicit-GEMM shape with the convolution
+    engine's precision. Fused attention (SDPA / flash) is not a bmm: no lookup."""
+    from dnnmap.hardware.interp import conv_point_tflops, gemm_point_tflops
+    from dnnmap.hardware.schema import ConvKind
+
+    cal = device.calibration
+    if cal is None or not work.gemm_like or not (cal.gemm_points or cal.bmm_points or cal.conv_points):
+        return None
+    p = work.parallelism
+    if work.op_class is OpClass.CONV:
+        kind = ConvKind.POINTWISE if work.pointwise else ConvKind.DENSE
+        prec = device.engine(True).precision
+        tf = conv_point_tflops(cal, kind, prec, p.gemm_m, p.gemm_n * p.gemm_batch, p.gemm_k)
+        if tf is None and kind is ConvKind.POINTWISE:  # a 1x1 conv is a GEMM of the same shape
+            tf = conv_point_tflops(cal, ConvKind.DENSE, prec, p.gemm_m, p.gemm_n * p.gemm_batch, p.gemm_k)
+        return tf
+    if work.op_class is not OpClass.MATMUL:
+        return None
+    return gemm_point_tflops(cal, device.tensor_precision, p.gemm_batch, p.gemm_m, p.gemm_n, p.gemm_k)
