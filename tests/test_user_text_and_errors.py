@@ -219,3 +219,8 @@ def test_internal_errors_say_so_and_debug_shows_tracebacks(models: Path, monkeyp
     from dnnmap.errors import DnnmapError
 
     assert isinstance(res.exception, DnnmapError)
+
+
+def test_version() -> None:
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith("dnnmap ")
