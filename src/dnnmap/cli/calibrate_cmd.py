@@ -60,8 +60,17 @@ def calibrate(
     base: Annotated[str | None, typer.Option("--base", help="Datasheet profile supplying what cannot be measured (power, energy, FMA pipes), e.g. cloud-x86-2c")] = None,
     force: ForceOpt = False,
     allow_busy: Annotated[bool, typer.Option("--allow-busy", help="Write the profile even if other processes loaded the machine during every pass (marked DISTURBED)")] = False,
+    from_measurements: Annotated[Path | None, typer.Option("--from-measurements", help="Import kernel tables measured elsewhere instead of measuring: a generic CSV or a NeuSight kernels/ folder (docs/measurement-formats.md); needs --base")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="With a NeuSight kernels/ folder: the GPU's table name, e.g. Tesla_T4")] = None,
+    hardware_dir: HardwareDirOpt = None,
 ) -> None:
-    """Measure this device with microbenchmarks and write a calibrated hardware profile."""
+    """Measure this device with microbenchmarks (or import kernel tables measured elsewhere) and
+    write a calibrated hardware profile."""
+    if from_measurements is not None:
+        from dnnmap.cli.measurements_cmd import import_kernels
+
+        import_kernels(from_measurements, base, gpu, out, name, force, tuple(hardware_dir or ()))
+        return
     from dnnmap.calibrate import calibrate as api_calibrate
     from dnnmap.calibrate import default_profile_name
     from dnnmap.calibrate.timing import timer_for
@@ -86,8 +95,8 @@ def calibrate(
 
 @handle_errors
 def validate(
-    models: Annotated[list[str], typer.Argument(help="Model names (as for `dnnmap count`)")],
-    hardware: Annotated[str, typer.Option("--hardware", "-H", help="Profile name or YAML path (from `dnnmap calibrate`)")],
+    models: Annotated[list[str] | None, typer.Argument(help="Model names (as for `dnnmap count`)")] = None,
+    hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="Profile name or YAML path (from `dnnmap calibrate`); with --measurements: used for every row instead of the row's device")] = None,
     batch: Annotated[str, typer.Option("--batch", "-b", help="Batch sizes, comma-separated: 1,8")] = "1",
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16")] = "fp32",
@@ -99,8 +108,19 @@ def validate(
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
     force: ForceOpt = False,
+    measurements: Annotated[Path | None, typer.Option("--measurements", help="Compare with end-to-end latencies measured elsewhere instead of running models: a CSV or a NeuSight folder (docs/measurement-formats.md)")] = None,
 ) -> None:
-    """Run each model for real, predict it with the profile, and print predicted vs measured."""
+    """Run each model for real, predict it with the profile, and print predicted vs measured
+    (or, with --measurements, predict published measurements)."""
+    if measurements is not None:
+        from dnnmap.cli.measurements_cmd import validate_measurements
+
+        if models:
+            raise DnnmapError("--measurements takes the models from the measurement file: give no model names")
+        validate_measurements(measurements, hardware, json_out, csv_out, force, tuple(hardware_dir or ()))
+        return
+    if not models or hardware is None:
+        raise DnnmapError("validate needs model names and --hardware (or --measurements FILE)")
     from dnnmap.report.validation import render_validation, rich_progress
     from dnnmap.validate import RunSettings
     from dnnmap.validate import validate as api_validate
