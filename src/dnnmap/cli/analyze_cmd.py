@@ -23,7 +23,6 @@ from dnnmap.cli.common import (
     write_json,
     write_text,
 )
-from dnnmap.cli.partition_cmd import StrategyOpt
 
 PrecisionOpt = Annotated[
     str, typer.Option("--precision", "-p", help="fp32, tf32, bf16, fp16, fp8 or int8: bytes moved and the peak used")
@@ -31,6 +30,24 @@ PrecisionOpt = Annotated[
 StreamsOpt = Annotated[int, typer.Option("--streams", min=1, help="Concurrent streams for independent kernels (GPU)")]
 BudgetOpt = Annotated[
     int | None, typer.Option("--onchip-budget", min=1, help="Bound each fused kernel's working set, bytes")
+]
+ModeOpt = Annotated[
+    str, typer.Option("--mode", "-m", help="eager (one kernel per ATen op, issued by Python), compiled "
+                      "(torch.compile's fused kernels) or cudagraph (compiled, replayed from a CUDA graph)")
+]
+AttnOpt = Annotated[
+    str | None, typer.Option("--attn-implementation", help="Hugging Face attention: eager, sdpa or flash "
+                             "(default: the config's, else what transformers chooses)")
+]
+Tf32Opt = Annotated[
+    str, typer.Option("--tf32", help="fp32 GEMMs/convs as TF32: default (PyTorch: convs yes, matmuls no), on, off")
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when an op has no cost rule instead of listing it")]
+HostOpt = Annotated[
+    float | None, typer.Option("--host-dispatch-us", min=0, help="Eager per-op host cost in us (default: the profile's)")
+]
+StrategyOverrideOpt = Annotated[
+    str | None, typer.Option("--strategy", "-s", help="Override the fusion the mode implies: unfused, greedy, compiler")
 ]
 
 
@@ -45,12 +62,17 @@ def analyze(
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Profile name (dnnmap hardware list) or YAML path")],
     batch: BatchOpt = 1,
     precision: PrecisionOpt = "fp32",
-    strategy: StrategyOpt = "compiler",
+    mode: ModeOpt = "compiled",
+    attn_implementation: AttnOpt = None,
+    tf32: Tf32Opt = "default",
+    strategy: StrategyOverrideOpt = None,
     streams: StreamsOpt = 1,
     onchip_budget: BudgetOpt = None,
     input_shape: InputShapeOpt = None,
     seq_len: SeqLenOpt = None,
     dtype: DtypeOpt = "fp32",
+    strict: StrictOpt = False,
+    host_dispatch_us: HostOpt = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="Rows of the subgraph table (default: all)")] = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
@@ -64,8 +86,9 @@ def analyze(
     kw = capture_kwargs(batch, input_shape, seq_len, dtype)
     kw.pop("batch")
     est = api_analyze(
-        model, hardware, batch=batch, precision=precision, strategy=strategy, streams=streams,
-        onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()], **kw,
+        model, hardware, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
+        onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
+        attn_implementation=attn_implementation, tf32=tf32, strict=strict, host_dispatch_us=host_dispatch_us, **kw,
     )
     _emit(estimate_to_dict(est), estimate_dataframe(est), render_analyze(est, top=top), json_out, csv_out, force)
 
@@ -77,12 +100,17 @@ def compare(
     baseline: Annotated[str | None, typer.Option("--baseline", help="Device the speed-up is measured against")] = None,
     batch: BatchOpt = 1,
     precision: PrecisionOpt = "fp32",
-    strategy: StrategyOpt = "compiler",
+    mode: ModeOpt = "compiled",
+    attn_implementation: AttnOpt = None,
+    tf32: Tf32Opt = "default",
+    strategy: StrategyOverrideOpt = None,
     streams: StreamsOpt = 1,
     onchip_budget: BudgetOpt = None,
     input_shape: InputShapeOpt = None,
     seq_len: SeqLenOpt = None,
     dtype: DtypeOpt = "fp32",
+    strict: StrictOpt = False,
+    host_dispatch_us: HostOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
@@ -95,8 +123,9 @@ def compare(
     kw = capture_kwargs(batch, input_shape, seq_len, dtype)
     kw.pop("batch")
     cmp = api_compare(
-        model, hardware, batch=batch, precision=precision, strategy=strategy, streams=streams, baseline=baseline,
-        onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()], **kw,
+        model, hardware, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
+        baseline=baseline, onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
+        attn_implementation=attn_implementation, tf32=tf32, strict=strict, host_dispatch_us=host_dispatch_us, **kw,
     )
     _emit(comparison_to_dict(cmp), comparison_dataframe(cmp), [render_compare(cmp)], json_out, csv_out, force)
 

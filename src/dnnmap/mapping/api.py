@@ -101,17 +101,22 @@ def issue_costs(works: Sequence[Work], device: Device, mode: ExecutionMode) -> t
 
 def _schedule(partition: Partition, works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device: Device,
               n_streams: int, mode: ExecutionMode) -> tuple[tuple[SubgraphEstimate, ...], Schedule]:
-    if n_streams > 1:
-        from dnnmap.concurrency import stages, subgraph_dag
-
-        return subs, concurrent(subs, stages(subgraph_dag(partition)), n_streams)
-    if device.profile.gpu is None:
-        return subs, serial(subs)
     from dataclasses import replace
 
+    if device.profile.gpu is None:
+        return subs, serial(subs)
     costs, first = issue_costs(works, device, mode)
     subs = tuple(replace(s, host_s=c) for s, c in zip(subs, costs, strict=True))
-    return subs, two_timelines(subs, costs, first)
+    if n_streams == 1:
+        return subs, two_timelines(subs, costs, first)
+    from dnnmap.concurrency import stages, subgraph_dag
+
+    # several streams: the device side from the concurrent packing; the host still issues
+    # every kernel one after another, so the end is at least its issue time + the last kernel
+    dev = concurrent(subs, stages(subgraph_dag(partition)), n_streams)
+    host = first + sum(costs)
+    end = max(dev.latency_s, host + (subs[-1].latency_s if subs else 0.0))
+    return subs, replace(dev, latency_s=end, host_s=host, device_idle_s=end - dev.latency_s)
 
 
 def map_works(

@@ -153,8 +153,8 @@ class Device:
 
     @property
     def peak(self) -> float:
-        """The largest FLOP/s any unit of the device reaches at this precision."""
-        return max(self.tensor_peak, self.vector_peak)
+        """The largest FLOP/s any unit of the device reaches at this precision (TF32 convs included)."""
+        return max(self.tensor_peak, self.vector_peak, self.conv.peak if self.conv is not None else 0.0)
 
     @classmethod
     def of(cls, profile: HardwareProfile, precision: Precision | str, tf32: Tf32Mode | str = Tf32Mode.DEFAULT) -> Device:
@@ -213,7 +213,7 @@ def _matrix_engine(
     if precision is P.FP32 and tf32 and P.TF32 in profile.peak_tflops and (
         profile.gpu is None or _runs_on_matrix_cores(profile.gpu, P.TF32)
     ):
-        notes.append(f"fp32 {what} run as TF32 on the matrix cores (--tf32 decides)")
+        notes.append(f"fp32 {what} run as TF32 on the matrix cores (PyTorch default for convolutions; --tf32 decides)")
         return MatrixEngine(P.TF32, profile.peak_tflops[P.TF32] * 1e12, profile.gpu is not None)
     scratch: list[str] = []
     t_prec, t_peak = _resolve(profile, precision, _TENSOR_CHAIN, profile.peak_tflops, "matrix", scratch)

@@ -284,4 +284,9 @@ def place(work: Work, dev: Device) -> Placement:
     """Map one subgraph onto a GPU."""
     gpu = dev.profile.gpu
     assert gpu is not None
+    # attention.py imports this module, so it is imported here, not at the top
+    from dnnmap.mapping.attention import place_flash
+
+    if (flash := place_flash(work, dev, gpu)) is not None:  # SDPA / flash with geometry: FA2 tiling
+        return flash
     return _gemm(work, dev, gpu) if work.gemm_like else _vector(work, dev, gpu)
