@@ -17,6 +17,9 @@ lookups are by GEMM shape, conv kind, working-set size and ATen op kind only.
   batch-norm, GELU ...) measured by the op-kind microbenchmark, scaled by the placement's
   thread share.
 - :func:`transcendental_s`: exp / tanh / erf evaluations at their measured rate.
+- imported kernel tables (``dnnmap calibrate --from-measurements``): :func:`imported_tensor_tflops`
+  (scattered GEMM / bmm / conv shapes), :func:`op_kind` and :func:`op_bandwidth` (a vector
+  kernel's bytes at its op kind's measured bandwidth).
 
 >>> from dnnmap.mapping.measured import dispatch_key
 >>> dispatch_key("layer_norm", "normalization"), dispatch_key("conv2d", "conv")
