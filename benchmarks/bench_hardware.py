@@ -31,6 +31,7 @@ from dnnmap.mapping import Estimate, compare_partition, map_partition
 MODELS = ("resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "hf:bert-base-uncased")
 BATCHES = (1, 32)
 OFFLINE_BATCH = 256  # MLPerf Offline runs large batches; dnnmap is mapped at this one
+MLPERF_MODE = "cudagraph"  # NVIDIA's TensorRT harness replays CUDA graphs (its closed-division code)
 COMMAND = ".venv/bin/python benchmarks/bench_hardware.py"
 MLPERF = "https://github.com/mlcommons/inference_results_{v}/blob/main/closed/NVIDIA/results/{sys}/resnet50/{sc}/performance/run_1/mlperf_log_summary.txt"
 
@@ -132,11 +133,11 @@ def published_table() -> list[str]:
     ratios: list[float] = []
     for pub in PUBLISHED:
         if pub.scenario == "Offline":
-            e = map_partition(parts[OFFLINE_BATCH], pub.device, precision="int8")
+            e = map_partition(parts[OFFLINE_BATCH], pub.device, precision="int8", mode=MLPERF_MODE)
             ours, theirs = f"{e.throughput:,.0f} /s (batch {OFFLINE_BATCH})", f"{pub.value:,.0f} /s"
             ratio = e.throughput / pub.value
         else:
-            e = map_partition(parts[1], pub.device, precision="int8")
+            e = map_partition(parts[1], pub.device, precision="int8", mode=MLPERF_MODE)
             ours, theirs = f"{fmt_s(e.latency_s)} (batch 1)", fmt_s(pub.value)
             ratio = pub.value / e.latency_s  # speed ratio: > 1 means dnnmap predicts faster
         note = f" {pub.note}." if pub.note else ""
