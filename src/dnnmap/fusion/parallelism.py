@@ -8,7 +8,11 @@ GEMMs), as the mappers tile them:
 - linear / mm / addmm: M = rows of the activation (all leading dims), N = out features, K = in.
 - bmm / matmul: the last two dims as M x K @ K x N, batch = product of the leading dims.
 - attention (SDPA, q[B,H,L,E], k[B,H,S,E], v[B,H,S,Ev]): the QK^T GEMM, M = L, N = S,
-  K = E, batch = B*H (the P.V GEMM is L x Ev x S).
+  K = E, batch = B*H (the P.V GEMM is L x Ev x S). The op's whole geometry (query / key-value
+  heads for GQA, both lengths, both head dims, ``is_causal``, dropout, mask; see
+  :class:`~dnnmap.costs.rules.attention.AttentionGeometry`) rides along as
+  :class:`AttentionParallelism` ``.attention``, for mappers that tile the kernel like
+  FlashAttention (:mod:`dnnmap.mapping.attention`).
 - everything else: no GEMM view (zeros); ``reduction`` is the row length it reduces.
 
 >>> from dnnmap.fusion.toy import residual_block
@@ -21,11 +25,21 @@ True
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+from dnnmap.costs.base import CostRuleError, RuleContext
+from dnnmap.costs.rules.attention import AttentionGeometry, attention_geometry
 from dnnmap.fusion.kinds import FusionKind, fusion_kind, reduction_domain
 from dnnmap.fusion.partition import Parallelism
 from dnnmap.ir import Graph, Op, OpClass
 from dnnmap.ir.classify import op_name
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionParallelism(Parallelism):
+    """The parallelism of an attention subgraph, with the attention op's geometry."""
+
+    attention: AttentionGeometry | None = None
 
 
 def _layout(shape: tuple[int, ...]) -> dict[str, int]:
@@ -98,10 +112,14 @@ def _attention(op: Op, g: Graph) -> Parallelism:
     if len(q) < 3 or len(k) < 2:
         return Parallelism(output_elements=math.prod(out))
     lead = q[:-2]
-    return Parallelism(
+    try:
+        geom = attention_geometry(RuleContext.of(g, op), kernel=g.meta.get("attention"))
+    except CostRuleError:  # operands the cost rule cannot read: no geometry (the rule reports it)
+        geom = None
+    return AttentionParallelism(
         batch=lead[0] if lead else 1, heads=q[1] if len(q) == 4 else 1, spatial=q[-2], channels=out[-1],
         output_elements=math.prod(out), reduction=k[-2],
-        gemm_m=q[-2], gemm_n=k[-2], gemm_k=q[-1], gemm_batch=math.prod(lead),
+        gemm_m=q[-2], gemm_n=k[-2], gemm_k=q[-1], gemm_batch=math.prod(lead), attention=geom,
     )
 
 

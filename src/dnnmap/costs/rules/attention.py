@@ -18,6 +18,14 @@ when an ``attn_mask`` / bias is given or ``is_causal``, 5 for the softmax (max, 
 exp, sum, divide), 1 dropout multiply when ``dropout_p > 0``. One exp (transcendental)
 per score element.
 
+**Geometry** (:func:`attention_geometry`, :class:`AttentionGeometry`): batch, query heads and
+key/value heads (GQA), query and key/value lengths, the q.k and v head dims, ``is_causal``
+(only the flag counts: whether an ``attn_mask`` tensor is causal cannot be known from its
+shape), ``dropout_p`` and whether a mask / bias tensor is read. The fusion layer puts it on
+the subgraph's parallelism; the GPU mapper tiles the kernel from it
+(:mod:`dnnmap.mapping.attention`), where causal block skipping is executed work, not counted
+FLOPs.
+
 **Bytes**: the fused kernel reads q, k, v (and the mask) once and writes the output (and
 logsumexp); the score matrix never goes to memory. Inputs are counted at the shape
 recorded (a mask expanded to ``[b,h,s,s]`` counts at that shape).
@@ -29,12 +37,15 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch.utils.flop_counter import mm_flop, sdpa_flop_count
 
 from dnnmap.costs.base import OpCost, RuleContext
 from dnnmap.costs.registry import cost_rule
 from dnnmap.costs.rules._common import fail, io_cost, prod, required, tensor_arg
 from dnnmap.ir import Tensor
+from dnnmap.ir.classify import op_name
 
 _SOFTMAX_OPS = 5  # max, subtract, exp, sum, divide per score element (see softmax.py)
 
@@ -62,14 +73,61 @@ def _bhsd(shape: tuple[int, ...], seq_first: bool) -> tuple[int, int, int, int]:
     raise ValueError(f"attention operand of rank {len(shape)}")
 
 
-def _sdpa_cost(ctx: RuleContext, *, seq_first: bool = False) -> OpCost:
+_SEQ_FIRST = ("_flash_attention_forward", "_efficient_attention_forward")  # (b, s, h, d) operands
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionGeometry:
+    """The shape of one attention call, as a tiled (FlashAttention-style) kernel sees it.
+
+    ``kernel``: the implementation asked for at capture (``graph.meta["attention"]``:
+    ``sdpa`` / ``flash``; ``sdpa`` when the graph does not say)."""
+
+    batch: int
+    q_heads: int
+    kv_heads: int  # < q_heads: grouped-query attention (q_heads / kv_heads queries share a K/V head)
+    q_len: int
+    kv_len: int
+    head_dim: int  # of q and k
+    v_head_dim: int
+    causal: bool  # is_causal=True (or the efficient kernel's causal custom_mask_type)
+    dropout_p: float = 0.0
+    masked: bool = False  # an attn_mask / bias tensor is read
+    kernel: str = "sdpa"
+
+    @property
+    def scores(self) -> int:
+        """Score elements of the full square: ``b * h_q * s_q * s_kv``."""
+        return self.batch * self.q_heads * self.q_len * self.kv_len
+
+
+def _operands(ctx: RuleContext, seq_first: bool) -> tuple[tuple[int, int, int, int], ...]:
+    """q, k, v as (batch, heads, seq, dim); a batch-1 k / v broadcasts against q's batch."""
     q_t, k_t, v_t = required(ctx, "query", 0), required(ctx, "key", 1), required(ctx, "value", 2)
     try:
         q, k, v = (_bhsd(t.shape, seq_first) for t in (q_t, k_t, v_t))
     except ValueError as e:
         raise fail(ctx, str(e)) from None
     b = q[0]
-    k, v = (b, *k[1:]), (b, *v[1:])  # a batch-1 k / v broadcasts against q's batch
+    return q, (b, *k[1:]), (b, *v[1:])
+
+
+def attention_geometry(ctx: RuleContext, kernel: str | None = None) -> AttentionGeometry:
+    """The :class:`AttentionGeometry` of an SDPA-family op (``kernel``: what the capture asked for)."""
+    seq_first = op_name(ctx.op.target) in _SEQ_FIRST
+    q, k, v = _operands(ctx, seq_first)
+    causal = bool(ctx.attrs.get("is_causal", False)) or int(ctx.attrs.get("custom_mask_type", 0) or 0) != 0
+    masked = any(tensor_arg(ctx, n) is not None for n in ("attn_mask", "attn_bias", "bias"))
+    return AttentionGeometry(
+        batch=q[0], q_heads=q[1], kv_heads=k[1], q_len=q[2], kv_len=k[2], head_dim=q[3], v_head_dim=v[3],
+        causal=causal, dropout_p=float(ctx.attrs.get("dropout_p", 0.0) or 0.0), masked=masked,
+        kernel=kernel or "sdpa",
+    )
+
+
+def _sdpa_cost(ctx: RuleContext, *, seq_first: bool = False) -> OpCost:
+    q, k, v = _operands(ctx, seq_first)
+    b = q[0]
     scores = b * q[1] * q[2] * k[2]  # b * h_q * s_q * s_k
     per_score = 1 + _SOFTMAX_OPS  # scale + softmax
     if _masked(ctx):
