@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import (
-    GpuCompute,
     Calibration,
     DeviceClass,
+    GpuCompute,
     HardwareProfile,
     MemoryScope,
     Precision,
@@ -178,6 +178,8 @@ class Device:
             energy = max(profile.energy_pj_per_flop.values())
             notes.append(f"no energy per {precision.value} FLOP: using the largest given ({energy} pJ)")
         cal = profile.calibration
+        if cal is not None:
+            notes.append(cal.describe())
         measured_dispatch = cal.dispatch_us if cal is not None and cal.dispatch_us else None
         launch = (measured_dispatch or profile.kernel_launch_us) * 1e-6
         eager = measured_dispatch or profile.eager_dispatch_us or profile.kernel_launch_us

@@ -243,8 +243,10 @@ def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_byte
     tensor_rate, utilization, calibrated = p.tensor_rate, p.utilization, False
     measured = _measured_tensor_rate(work, device)
     if measured is not None:
-        ceiling = device.tensor_peak if work.gemm_like else device.peak
-        tensor_rate, utilization, calibrated = measured, measured / ceiling, True
+        # measured rates replace the clock-scaled peak: utilization is against the boost peak
+        eng = device.engine(work.op_class is OpClass.CONV)
+        ceiling = (eng.peak if work.gemm_like else device.peak) / device.clock_ratio
+        tensor_rate, utilization, calibrated = measured, min(1.0, measured / ceiling), True
     vector_s, vector_measured = _vector_seconds(work, p, device)
     calibrated = calibrated or vector_measured
     compute = (work.tensor_flops / tensor_rate if work.tensor_flops else 0.0) + vector_s
