@@ -196,8 +196,8 @@ def _measured_tensor_rate(work: Work, device: Device) -> float | None:
     depthwise table (m = N*Ho*Wo, n = channels, k = kh*kw).
     """
     cal = device.calibration
-    if cal is None or work.tensor_flops == 0:
-        return None
+    if cal is None or work.tensor_flops == 0 or work.op_class is OpClass.ATTENTION:
+        return None  # a fused attention kernel is not one of the GEMMs the tables measured
     imported = cal_terms.imported_tensor_tflops(work, device)  # scattered tables, imported
     if imported is not None:  # measured at the clock the part held: replaces the clock scaling
         boost = device.engine(work.op_class is OpClass.CONV).peak / device.clock_ratio
@@ -264,7 +264,10 @@ def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_byte
     latency = _combine(device, compute, memory, overhead)
     bound = _bound(compute, memory, overhead)
     moved = sum(t.bytes for t in traffic)
-    dyn = work.flops * device.pj_per_flop * 1e-12 + _byte_energy(traffic, device)
+    # energy of the work the kernel executes (a causal FlashAttention kernel skips the blocks
+    # above the diagonal: its placement says how many tensor FLOPs run)
+    executed = p.factors.get("executed_tensor_flops", work.tensor_flops) + work.vector_flops
+    dyn = executed * device.pj_per_flop * 1e-12 + _byte_energy(traffic, device)
     headroom = device.tdp_w - device.idle_w
     if latency > 0 and headroom > 0 and dyn / latency > headroom:  # power-limited: clocks drop
         latency, bound = dyn / headroom, Bound.POWER
