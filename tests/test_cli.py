@@ -116,3 +116,28 @@ def test_hardware_list_and_show() -> None:
     assert res.exit_code == 0 and "kpu-t2" in res.output
     res = runner.invoke(app, ["hardware", "show", "kpu-t2"])
     assert res.exit_code == 0 and "seed summary" in res.output
+
+
+def test_analyze_mode_and_host_timeline_in_json(model_file: str, tmp_path: Path) -> None:
+    out = tmp_path / "e.json"
+    res = runner.invoke(app, ["analyze", model_file, "--input-shape", "3,8,8", "--hardware", "a100-pcie-40gb",
+                              "--mode", "eager", "--host-dispatch-us", "25", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    s = json.loads(out.read_text())["summary"]
+    assert s["mode"] == "eager" and s["strategy"] == "unfused"
+    # a tiny model: every ATen op (views included) is one 25 us dispatch; the device waits for them
+    from dnnmap.api import capture_graph
+
+    ops = len(capture_graph(model_file, input_shape="3,8,8").ops)
+    assert s["host_s"] == pytest.approx(ops * 25e-6)
+    assert s["bound"] == "host"
+    assert "unknown_ops" in s and 0 <= s["estimated_share"] <= 1
+
+
+def test_analyze_refuses_bad_mode_and_a_host_profile_without_measurements(model_file: str) -> None:
+    res = runner.invoke(app, ["analyze", model_file, "--input-shape", "3,8,8", "--hardware", "a100-pcie-40gb",
+                              "--mode", "jit"])
+    assert res.exit_code != 0 and "execution mode" in res.output
+    res = runner.invoke(app, ["analyze", model_file, "--input-shape", "3,8,8", "--hardware", "a100-pcie-40gb",
+                              "--host-profile", "h100-sxm5"])
+    assert res.exit_code != 0 and "no measured per-op dispatch" in res.output

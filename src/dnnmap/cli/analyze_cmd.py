@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from dnnmap.errors import DnnmapError
+
 from dnnmap.cli.common import (
     BatchOpt,
     CsvOpt,
@@ -46,6 +48,10 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when an op has n
 HostOpt = Annotated[
     float | None, typer.Option("--host-dispatch-us", min=0, help="Eager per-op host cost in us (default: the profile's)")
 ]
+HostProfileOpt = Annotated[
+    str | None, typer.Option("--host-profile", help="A calibrated CPU profile (dnnmap calibrate --out F): its "
+                             "measured eager per-op cost drives the GPU's host timeline")
+]
 StrategyOverrideOpt = Annotated[
     str | None, typer.Option("--strategy", "-s", help="Override the fusion the mode implies: unfused, greedy, compiler")
 ]
@@ -73,6 +79,7 @@ def analyze(
     dtype: DtypeOpt = "fp32",
     strict: StrictOpt = False,
     host_dispatch_us: HostOpt = None,
+    host_profile: HostProfileOpt = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="Rows of the subgraph table (default: all)")] = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
@@ -88,7 +95,8 @@ def analyze(
     est = api_analyze(
         model, hardware, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
         onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
-        attn_implementation=attn_implementation, tf32=tf32, strict=strict, host_dispatch_us=host_dispatch_us, **kw,
+        attn_implementation=attn_implementation, tf32=tf32, strict=strict,
+        host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
     )
     _emit(estimate_to_dict(est), estimate_dataframe(est), render_analyze(est, top=top), json_out, csv_out, force)
 
@@ -111,6 +119,7 @@ def compare(
     dtype: DtypeOpt = "fp32",
     strict: StrictOpt = False,
     host_dispatch_us: HostOpt = None,
+    host_profile: HostProfileOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
@@ -125,9 +134,26 @@ def compare(
     cmp = api_compare(
         model, hardware, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
         baseline=baseline, onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
-        attn_implementation=attn_implementation, tf32=tf32, strict=strict, host_dispatch_us=host_dispatch_us, **kw,
+        attn_implementation=attn_implementation, tf32=tf32, strict=strict,
+        host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
     )
     _emit(comparison_to_dict(cmp), comparison_dataframe(cmp), [render_compare(cmp)], json_out, csv_out, force)
+
+
+def host_dispatch(us: float | None, host_profile: str | None, dirs: Any) -> float | None:
+    """The eager per-op host cost: given in us, or measured in a calibrated CPU profile."""
+    if host_profile is None:
+        return us
+    if us is not None:
+        raise DnnmapError("give --host-dispatch-us or --host-profile, not both")
+    from dnnmap.hardware import load_profile
+
+    prof = load_profile(host_profile, [str(d) for d in dirs or ()])
+    cal = prof.calibration
+    if cal is None or not cal.dispatch_us:
+        raise DnnmapError(f"--host-profile {host_profile}: the profile has no measured per-op dispatch cost "
+                          "(make one with: dnnmap calibrate --out my-cpu.yaml)")
+    return cal.dispatch_us
 
 
 def _emit(data: dict, frame: Any, renderables: list[Any], json_out: Path | None, csv_out: Path | None,
