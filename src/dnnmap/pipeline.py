@@ -53,6 +53,13 @@ class Scenario:
     host_dispatch_us: float | None = None
     strict: bool = False
     capture_kwargs: tuple[tuple[str, Any], ...] = field(default=())  # e.g. (("inputs", x),) for modules
+    # a training step (forward, loss, backward, optimizer) instead of a forward pass: see
+    # dnnmap.capture.train_path; ``amp`` bf16 / fp16 autocast with fp32 master weights
+    optimizer: str | None = None  # none | sgd | adam | adamw; None: not a training step
+    recompute: str = "none"  # activation recomputation: none | selective | full
+    amp: str | None = None
+    foreach: bool = False  # the optimizer's multi-tensor kernels (GPUs) instead of its loop (CPUs)
+    layers: int | None = None  # build a Hugging Face model with this many blocks
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision.parse(self.precision))
@@ -69,7 +76,8 @@ class Scenario:
         """What capture, count and partition depend on (two scenarios with the same key share them)."""
         return (id(self.model) if not isinstance(self.model, str) else self.model, self.batch, self.seq_len,
                 self.input_shape, self.dtype, self.attn_implementation, self.strategy_used,
-                self.onchip_budget_bytes, self.strict, self.capture_kwargs)
+                self.onchip_budget_bytes, self.strict, self.capture_kwargs, self.optimizer, self.recompute,
+                self.amp, self.foreach, self.layers)
 
     def with_(self, **changes: Any) -> Scenario:
         return replace(self, **changes)
@@ -94,6 +102,13 @@ def capture(s: Scenario) -> Graph:
         return s.model
     if isinstance(s.model, CountedGraph):
         return s.model.graph
+    if s.optimizer is not None:
+        from dnnmap.capture.train_path import capture_train_step
+
+        return capture_train_step(s.model, batch=s.batch, seq_len=s.seq_len, input_shape=s.input_shape,
+                                  optimizer=s.optimizer, amp=s.amp, recompute=s.recompute, foreach=s.foreach,
+                                  layers=s.layers, attn_implementation=s.attn_implementation,
+                                  **dict(s.capture_kwargs))
     from dnnmap.capture import capture as _capture
 
     return _capture(s.model, batch=s.batch, input_shape=s.input_shape, seq_len=s.seq_len, dtype=s.dtype,

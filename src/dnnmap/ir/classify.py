@@ -20,6 +20,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
     OpClass.CONV: (
         "convolution", "conv1d", "conv2d", "conv3d", "_convolution", "conv_transpose1d",
         "conv_transpose2d", "conv_transpose3d", "cudnn_convolution", "mkldnn_convolution",
+        "convolution_backward",
     ),
     OpClass.ATTENTION: (
         "scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
@@ -27,14 +28,22 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math",
         "_flash_attention_forward", "_efficient_attention_forward",
         "_native_multi_head_attention",
+        # backward (training)
+        "_scaled_dot_product_flash_attention_backward", "_scaled_dot_product_efficient_attention_backward",
+        "_scaled_dot_product_cudnn_attention_backward", "_scaled_dot_product_flash_attention_for_cpu_backward",
+        "_flash_attention_backward", "_efficient_attention_backward",
     ),
-    OpClass.SOFTMAX: ("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"),
+    OpClass.SOFTMAX: ("softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax",
+                      "_softmax_backward_data", "_log_softmax_backward_data"),
     OpClass.NORMALIZATION: (
         "batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
         "native_batch_norm", "_native_batch_norm_legit_functional", "layer_norm",
         "native_layer_norm", "group_norm", "native_group_norm", "instance_norm", "rms_norm",
         "_fused_rms_norm", "cudnn_batch_norm", "miopen_batch_norm", "_batch_norm_with_update",
         "_batch_norm_no_update",
+        "native_layer_norm_backward", "native_batch_norm_backward", "cudnn_batch_norm_backward",
+        "miopen_batch_norm_backward", "batch_norm_backward", "native_group_norm_backward",
+        "_fused_rms_norm_backward",
     ),
     OpClass.REDUCTION: (
         "sum", "mean", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean",
@@ -45,8 +54,12 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "topk", "sort",
         "adaptive_max_pool1d", "adaptive_max_pool3d", "nansum", "aminmax", "count_nonzero",
         "equal", "_is_all_true", "_is_any_true",
+        "max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward", "avg_pool2d_backward",
+        "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
+        "adaptive_max_pool2d_backward", "nll_loss_forward", "nll_loss2d_forward", "nll_loss", "nll_loss2d",
+        "nll_loss_backward", "nll_loss2d_backward",
     ),
-    OpClass.EMBEDDING: ("embedding", "embedding_bag", "_embedding_bag"),
+    OpClass.EMBEDDING: ("embedding", "embedding_bag", "_embedding_bag", "embedding_dense_backward"),
     OpClass.DATA_MOVEMENT: (
         "clone", "contiguous", "_to_copy", "copy", "copy_", "cat", "stack", "concat",
         "constant_pad_nd", "pad", "index", "index_select", "gather", "scatter", "scatter_add",
@@ -58,7 +71,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "randn_like", "scalar_tensor", "tril", "triu", "fill", "fill_", "zero_", "lift_fresh_copy",
         "masked_fill", "where", "one_hot",
         "pixel_shuffle", "channel_shuffle", "native_channel_shuffle", "empty_strided",
-        "linspace", "_unsafe_view_copy", "split_with_sizes_copy", "im2col", "col2im",
+        "new_empty_strided", "linspace", "_unsafe_view_copy", "split_with_sizes_copy", "im2col", "col2im",
         # functionalized view copies, scatters into views, padding and resampling variants
         "view_copy", "expand_copy", "permute_copy", "slice_copy", "select_copy",
         "transpose_copy", "t_copy", "unsqueeze_copy", "squeeze_copy", "alias_copy",
@@ -68,6 +81,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "replication_pad2d", "replication_pad3d", "upsample_nearest1d", "upsample_nearest3d",
         "_upsample_nearest_exact2d", "upsample_linear1d", "upsample_bicubic2d",
         "upsample_trilinear3d", "bernoulli", "randint", "randperm",
+        "slice_backward", "select_backward",
     ),
     OpClass.VIEW: (
         "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "expand_as",
@@ -99,6 +113,13 @@ _ELEMENTWISE = (
     "gelu_", "relu_", "hardtanh_", "silu_", "add_", "mul_", "div_", "sub_", "hardswish_",
     "sigmoid_", "tanh_", "clamp_", "neg_", "exp_", "copysign",
     "diff", "log_sigmoid_forward", "logaddexp", "float_power", "positive", "hypot",
+    # backward of activations, and the optimizers' multi-tensor kernels
+    "threshold_backward", "hardtanh_backward", "leaky_relu_backward", "tanh_backward",
+    "sigmoid_backward", "gelu_backward", "silu_backward", "hardswish_backward",
+    "hardsigmoid_backward", "elu_backward", "softplus_backward", "log_sigmoid_backward", "mish_backward",
+    "_foreach_add", "_foreach_sub", "_foreach_mul", "_foreach_div", "_foreach_lerp", "_foreach_addcmul",
+    "_foreach_addcdiv", "_foreach_sqrt", "_foreach_neg", "_foreach_maximum", "_foreach_reciprocal",
+    "_foreach_sign", "_foreach_abs", "_foreach_exp", "_foreach_pow",
 )
 
 _LOOKUP: dict[str, OpClass] = {name: OpClass.ELEMENTWISE for name in _ELEMENTWISE}

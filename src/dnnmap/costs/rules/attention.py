@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch.utils.flop_counter import mm_flop, sdpa_flop_count
+from torch.utils.flop_counter import mm_flop, sdpa_backward_flop_count, sdpa_flop_count
 
 from dnnmap.costs.base import OpCost, RuleContext
 from dnnmap.costs.registry import cost_rule
@@ -200,3 +200,22 @@ def _bias_adds(ctx: RuleContext, q_elems: int, kv_elems: int) -> int:
     proj_bias: Tensor | None = tensor_arg(ctx, "proj_bias")
     adds = (q_elems + 2 * kv_elems) if qkv_bias is not None else 0
     return adds + (q_elems if proj_bias is not None else 0)
+
+
+@cost_rule(
+    "_scaled_dot_product_flash_attention_backward", "_scaled_dot_product_efficient_attention_backward",
+    "_scaled_dot_product_cudnn_attention_backward", "_scaled_dot_product_flash_attention_for_cpu_backward",
+    "_flash_attention_backward", "_efficient_attention_backward",
+)
+def sdpa_backward(ctx: RuleContext) -> OpCost:
+    """``torch.utils.flop_counter.sdpa_backward_flop_count``: the scores recomputed (q k^T)
+    and four more GEMMs (dV, dP, dQ, dK) = 5/2 of the forward's; per score the softmax
+    recomputed (scale, exp with the saved logsumexp: 2) and its backward (mul, subtract,
+    mul: 3), plus the mask / dropout mask when present."""
+    q, k, v = (required(ctx, n, i) for n, i in (("query", 1), ("key", 2), ("value", 3)))
+    seq_first = op_name(ctx.op.target) in ("_flash_attention_backward", "_efficient_attention_backward")
+    qs, ks, vs = (_bhsd(t.shape, seq_first) for t in (q, k, v))
+    flops = sdpa_backward_flop_count(qs, qs, ks, vs)
+    scores = qs[0] * qs[1] * qs[2] * ks[2]
+    per_score = 5 + (1 if _masked(ctx) else 0) + (1 if float(ctx.attrs.get("dropout_p", 0.0) or 0.0) > 0 else 0)
+    return io_cost(ctx, tensor_flops=flops, vector_flops=per_score * scores, transcendentals=scores)

@@ -20,7 +20,7 @@ True
 
 from __future__ import annotations
 
-from torch.utils.flop_counter import conv_flop_count
+from torch.utils.flop_counter import conv_backward_flop, conv_flop_count
 
 from dnnmap.costs.base import OpCost, RuleContext
 from dnnmap.costs.registry import cost_rule
@@ -54,3 +54,18 @@ def convolution(ctx: RuleContext) -> OpCost:
         raise fail(ctx, f"conv input rank {len(x.shape)} does not fit weight rank {len(w.shape)}")
     flops = conv_flop_count(list(x_shape), list(w.shape), list(out_shape), transposed=transposed)
     return io_cost(ctx, tensor_flops=flops, vector_flops=out.numel if bias is not None else 0)
+
+
+@cost_rule("convolution_backward")
+def convolution_backward(ctx: RuleContext) -> OpCost:
+    """grad_input and grad_weight are each a convolution as big as the forward one
+    (``torch.utils.flop_counter.conv_backward_flop``, ``output_mask`` decides which run);
+    grad_bias is one add per grad_output element."""
+    g, x, w = required(ctx, "grad_output", 0), required(ctx, "input", 1), required(ctx, "weight", 2)
+    mask = tuple(bool(m) for m in ctx.attrs.get("output_mask", (True, True, True)))
+    transposed = bool(ctx.attrs.get("transposed", False))
+    a = ctx.attrs
+    flops = conv_backward_flop(list(g.shape), list(x.shape), list(w.shape), a.get("bias_sizes"), a.get("stride"),
+                               a.get("padding"), a.get("dilation"), transposed, a.get("output_padding"),
+                               a.get("groups", 1), list(mask), out_val=(list(x.shape), list(w.shape), None))
+    return io_cost(ctx, tensor_flops=flops, vector_flops=g.numel if len(mask) > 2 and mask[2] else 0)

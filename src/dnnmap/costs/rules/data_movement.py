@@ -41,13 +41,14 @@ COPIES = (
     "select_scatter", "as_strided_scatter", "diagonal_scatter", "repeat_interleave",
     "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
     "replication_pad2d", "replication_pad3d", "bernoulli",
+    "slice_backward", "select_backward",  # zeros of the input's shape, the gradient copied into the slice
 )
 CREATION = (
     "zeros", "ones", "full", "arange", "linspace", "scalar_tensor", "zeros_like", "ones_like",
     "full_like", "new_zeros", "new_ones", "new_full", "rand", "randn", "rand_like",
     "randn_like", "randint", "randperm", "fill",
 )
-ALLOCATION = ("empty", "empty_like", "new_empty", "empty_strided")
+ALLOCATION = ("empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided")
 GATHERS = ("index", "index_select", "gather", "_unsafe_index")
 _INTERPOLATION = {
     "upsample_linear1d": 3,

@@ -81,6 +81,31 @@ PER_ELEMENT: dict[str, tuple[int, int]] = {
 _GELU_TANH = (9, 1)  # 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))): 2 mul for x^3, mul, add, mul, tanh, add, mul, mul
 
 
+# Backward of activations (autograd's formulas, ``tools/autograd/derivatives.yaml``), per
+# grad_input element; the forward value is recomputed where the formula needs it.
+PER_ELEMENT.update({
+    "threshold_backward": (1, 0),  # x > threshold ? g : 0
+    "hardtanh_backward": (2, 0),  # min_val < x < max_val ? g : 0: two compares folded into a select
+    "leaky_relu_backward": (2, 0),  # x > 0 ? g : slope * g
+    "tanh_backward": (3, 0),  # g * (1 - y * y)
+    "sigmoid_backward": (3, 0),  # g * y * (1 - y)
+    "gelu_backward": (10, 2),  # g * (cdf + x * pdf): x/sqrt2, erf, +1, *0.5, x*x, *-0.5, exp, *c, *x, add
+    "silu_backward": (7, 1),  # s = sigmoid(x) (4, 1 exp), g * s * (1 + x * (1 - s)) (3 more)
+    "hardswish_backward": (4, 0),  # piecewise: compares, (2x + 3) / 6 * g
+    "hardsigmoid_backward": (2, 0),  # -3 < x < 3 ? g / 6 : 0
+    "elu_backward": (3, 0),  # x > 0 ? g : g * (y + alpha)
+    "softplus_backward": (5, 1),  # g * sigmoid(beta * x) with the threshold select
+    "log_sigmoid_backward": (5, 1),  # g * (1 - sigmoid(x)) via the saved buffer
+    "mish_backward": (9, 3),
+})
+# The optimizers' multi-tensor ("foreach") kernels cost, per element of the ``self`` list,
+# what their one-tensor op costs.
+FOREACH = {f"_foreach_{k}": PER_ELEMENT[k] for k in (
+    "add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "sqrt", "neg", "maximum",
+    "reciprocal", "sign", "abs", "exp", "pow",
+)}
+
+
 def _pow_cost(exponent: object) -> tuple[int, int]:
     """x ** k: square-and-multiply for integer k (x**2 is one multiply); else one transcendental.
 
@@ -123,3 +148,18 @@ def elementwise(ctx: RuleContext) -> OpCost:
     n = out_numel(ctx)
     return io_cost(ctx, vector_flops=ops * n, transcendentals=trans * n)
 
+
+
+@cost_rule(*FOREACH)
+def foreach(ctx: RuleContext) -> OpCost:
+    """One pass over every tensor of the ``self`` list; an in-place call (``_foreach_add_``)
+    returns nothing and writes its ``self`` tensors."""
+    name = op_name(ctx.op.target)
+    ops, trans = FOREACH[name if name in FOREACH else (inplace_base(name) or name)]
+    selves = [t for t, a in zip(ctx.inputs, ctx.op.input_args, strict=False) if a == "self"]
+    n = sum(t.numel for t in selves)
+    read, written, weight = ctx.io_bytes()
+    if not ctx.outputs:
+        written = sum(t.nbytes for t in selves)
+    return OpCost(vector_flops=ops * n, transcendentals=trans * n, bytes_read=read, bytes_written=written,
+                  weight_bytes=weight, params=ctx.params())

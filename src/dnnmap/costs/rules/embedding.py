@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dnnmap.costs.base import OpCost, RuleContext
 from dnnmap.costs.registry import cost_rule
-from dnnmap.costs.rules._common import first_output, prod, required, tensor_arg
+from dnnmap.costs.rules._common import first_output, io_cost, prod, required, tensor_arg
 from dnnmap.ir import Role, Tensor
 
 
@@ -58,3 +58,11 @@ def embedding_bag(ctx: RuleContext) -> OpCost:
     if int(ctx.attrs.get("mode", 0)) == 1:  # mean: divide each output element
         vector += first_output(ctx).numel
     return _table_read(ctx, table, idx.numel) + OpCost(vector_flops=vector)
+
+
+@cost_rule("embedding_dense_backward")
+def embedding_backward(ctx: RuleContext) -> OpCost:
+    """Zero the [num_weights, dim] gradient, then add each grad_output row at its index:
+    one add per grad_output element; reads grad_output and indices, writes the table."""
+    g = required(ctx, "grad_output", 0)
+    return io_cost(ctx, vector_flops=g.numel)

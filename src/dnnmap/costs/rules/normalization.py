@@ -95,3 +95,39 @@ def rms_norm(ctx: RuleContext) -> OpCost:
     rows = x.numel // norm if norm else 0
     w = 1 if tensor_arg(ctx, "weight") is not None else 0
     return io_cost(ctx, vector_flops=(3 + w) * x.numel + 3 * rows, transcendentals=rows)
+
+
+# -- backward ----------------------------------------------------------------------------
+# dx = rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)) with xhat = (x - mean) * rstd
+# recomputed: xhat (2), g*w (1), g*w*xhat (1), two row sums (2), combine (4) = 10 per
+# element for grad_input; grad_weight sum(g * xhat) 2 and grad_bias sum(g) 1 per element
+# (each only when its ``output_mask`` entry asks for it); per row / channel 4 ops.
+NORM_BACKWARD_INPUT, NORM_BACKWARD_WEIGHT, NORM_BACKWARD_BIAS = 10, 2, 1
+
+
+def _norm_backward(ctx: RuleContext, n: int, rows: int) -> OpCost:
+    mask = tuple(bool(m) for m in ctx.attrs.get("output_mask", (True, True, True)))
+    per = sum(k for k, m in zip((NORM_BACKWARD_INPUT, NORM_BACKWARD_WEIGHT, NORM_BACKWARD_BIAS), mask, strict=False)
+              if m)
+    return io_cost(ctx, vector_flops=per * n + 4 * rows)
+
+
+@cost_rule("native_layer_norm_backward")
+def layer_norm_backward(ctx: RuleContext) -> OpCost:
+    x = required(ctx, "input", 1)
+    shape = ctx.attrs.get("normalized_shape") or x.shape[-1:]
+    norm = math.prod(int(s) for s in ((shape,) if isinstance(shape, int) else shape))
+    return _norm_backward(ctx, x.numel, x.numel // norm if norm else 0)
+
+
+@cost_rule("native_batch_norm_backward", "cudnn_batch_norm_backward", "miopen_batch_norm_backward",
+           "batch_norm_backward", "native_group_norm_backward")
+def batch_norm_backward(ctx: RuleContext) -> OpCost:
+    x = required(ctx, "input", 1)
+    return _norm_backward(ctx, x.numel, x.shape[1] if len(x.shape) > 1 else 1)
+
+
+@cost_rule("_fused_rms_norm_backward")
+def rms_norm_backward(ctx: RuleContext) -> OpCost:
+    x = required(ctx, "input", 1)
+    return _norm_backward(ctx, x.numel, x.numel // max(x.shape[-1], 1) if x.shape else 1)

@@ -161,3 +161,33 @@ def adaptive_avg_pool(ctx: RuleContext) -> OpCost:
 @cost_rule("adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d")
 def adaptive_max_pool(ctx: RuleContext) -> OpCost:
     return io_cost(ctx, vector_flops=_adaptive_windows(ctx))
+
+
+# -- backward and losses -----------------------------------------------------------------
+@cost_rule("max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward")
+def max_pool_backward(ctx: RuleContext) -> OpCost:
+    # zero grad_input, then scatter-add each grad_output element at its saved index
+    g = required(ctx, "grad_output", 0)
+    return io_cost(ctx, vector_flops=g.numel)
+
+
+@cost_rule("avg_pool2d_backward", "avg_pool3d_backward", "_adaptive_avg_pool2d_backward",
+           "_adaptive_avg_pool3d_backward", "adaptive_max_pool2d_backward")
+def avg_pool_backward(ctx: RuleContext) -> OpCost:
+    # every grad_input element gathers the outputs whose window covers it: one add each,
+    # and the divide by the window size
+    return io_cost(ctx, vector_flops=2 * first_output(ctx).numel)
+
+
+@cost_rule("nll_loss_forward", "nll_loss2d_forward", "nll_loss", "nll_loss2d")
+def nll_loss(ctx: RuleContext) -> OpCost:
+    # gather one log-probability per target, negate, sum (and divide for the mean)
+    target = required(ctx, "target", 1)
+    return io_cost(ctx, vector_flops=3 * target.numel)
+
+
+@cost_rule("nll_loss_backward", "nll_loss2d_backward")
+def nll_loss_backward(ctx: RuleContext) -> OpCost:
+    # zero the [N, C] gradient and write -g / N at each target: one op per target
+    target = required(ctx, "target", 2)
+    return io_cost(ctx, vector_flops=target.numel)

@@ -37,3 +37,17 @@ def log_softmax(ctx: RuleContext) -> OpCost:
     (dim,) = reduced_dims(ctx, len(x.shape))[:1] or (0,)
     rows = n // x.shape[dim] if x.shape and x.shape[dim] else 0
     return io_cost(ctx, vector_flops=SOFTMAX_OPS_PER_ELEMENT * n + rows, transcendentals=n + rows)
+
+
+@cost_rule("_softmax_backward_data")
+def softmax_backward(ctx: RuleContext) -> OpCost:
+    # dx = y * (g - sum(g * y)): mul, sum, subtract, mul = 4 per element
+    n = required(ctx, "grad_output", 0).numel
+    return io_cost(ctx, vector_flops=4 * n)
+
+
+@cost_rule("_log_softmax_backward_data")
+def log_softmax_backward(ctx: RuleContext) -> OpCost:
+    # dx = g - exp(y) * sum(g): sum, exp, mul, subtract = 4 per element, 1 exp
+    n = required(ctx, "grad_output", 0).numel
+    return io_cost(ctx, vector_flops=4 * n, transcendentals=n)
