@@ -32,6 +32,7 @@ from dnnmap.hardware.calibration import (
     ThreadPoint,
     ThroughputPoint,
 )
+from dnnmap.hardware.interconnect import Interconnect, LinkLevel, Topology
 from dnnmap.hardware.types import (
     Count,
     DeviceClass,
@@ -50,7 +51,7 @@ __all__ = [  # the schema's names, wherever they are defined
     "BandwidthKind", "BandwidthPoint", "Calibration", "CalibrationMeta", "Clocks", "ConvKind",
     "CoreGroup", "CpuCompute", "DeviceClass", "GpuCompute", "GpuVendor", "MmaShape", "SimtTile", "HardwareProfile", "KpuCompute",
     "MemoryLevel", "MemoryScope", "OverlapPolicy", "Power", "Precision", "Provenance",
-    "ShapePoint", "ThreadPoint", "ThroughputPoint", "TpuCompute",
+    "ShapePoint", "ThreadPoint", "ThroughputPoint", "TpuCompute", "Interconnect", "LinkLevel", "Topology",
 ]
 
 
@@ -276,6 +277,7 @@ class HardwareProfile(_Strict):
     power: Power
     energy_pj_per_flop: dict[Precision, Positive] = Field(min_length=1)
     calibration: Calibration | None = None
+    interconnect: Interconnect | None = None  # links to peer devices (multi-device plans)
     sources: dict[str, str] = Field(min_length=1)
 
     @model_validator(mode="after")
