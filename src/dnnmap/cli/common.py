@@ -123,6 +123,12 @@ def write_text(path: Path, text: str, force: bool) -> None:
         say(f"wrote {p}")
 
 
+def write_files_said(files: dict[Path, str | bytes], force: bool) -> None:
+    """Several files (text or bytes) all-or-nothing, each said as written."""
+    for p in write_files(files, force):
+        say(f"wrote {p}")
+
+
 def refuse_overwrite(path: Path, force: bool) -> None:
     """Raise unless ``path`` may be written (new, ``force``, or yes at a terminal)."""
     check_writable([path], force)
