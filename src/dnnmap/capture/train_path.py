@@ -107,7 +107,7 @@ def capture_train_step(
         rec.phase("end")
     meta = {
         "phases": tuple(rec.spans), "optimizer": optimizer, "amp": amp or "none", "recompute": recompute,
-        "recomputed_ops": rec.recomputed, "checkpointed_blocks": blocks, "foreach": foreach,
+        "recomputed_ops": tuple(rec.recomputed), "checkpointed_blocks": blocks, "foreach": foreach,
         "phase": "train_step",
     }
     if rec.assumed:
@@ -326,7 +326,7 @@ class _Recorder(TorchDispatchMode):
         self.spans: list[tuple[str, int, int]] = []
         self.owner: dict[int, str] = {}  # id(param / grad / state) -> module path (optimizer)
         self.assumed: list[str] = []
-        self.recomputed = 0
+        self.recomputed: list[str] = []  # ids of the ops a checkpointed block runs again
         self._phase: str | None = None
         self._start = 0
         self._sticky = ""
@@ -368,7 +368,7 @@ class _Recorder(TorchDispatchMode):
                         break
             return self._sticky, "Optimizer"
         if self.stack.frames:  # a checkpointed block running its forward again
-            self.recomputed += 1
+            self.recomputed.append(f"op{len(self.b.ops)}")
             return self.stack.top()
         node = torch._C._current_autograd_node()
         label = node.metadata.get(_LABEL) if node is not None else None
