@@ -7,8 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from dnnmap.errors import DnnmapError
-
 from dnnmap.cli.common import (
     BatchOpt,
     CsvOpt,
@@ -22,9 +20,11 @@ from dnnmap.cli.common import (
     capture_kwargs,
     console,
     handle_errors,
+    write_files_said,
     write_json,
     write_text,
 )
+from dnnmap.errors import DnnmapError
 
 PrecisionOpt = Annotated[
     str, typer.Option("--precision", "-p", help="fp32, tf32, bf16, fp16, fp8 or int8: bytes moved and the peak used")
@@ -52,6 +52,7 @@ HostProfileOpt = Annotated[
     str | None, typer.Option("--host-profile", help="A calibrated CPU profile (dnnmap calibrate --out F): its "
                              "measured eager per-op cost drives the GPU's host timeline")
 ]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write plots (PNG and SVG) to DIR")]
 StrategyOverrideOpt = Annotated[
     str | None, typer.Option("--strategy", "-s", help="Override the fusion the mode implies: unfused, greedy, compiler")
 ]
@@ -84,12 +85,14 @@ def analyze(
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
+    plot: PlotOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Predict latency, throughput, utilization and energy on one device, per fused kernel."""
     from dnnmap.api import analyze as api_analyze
     from dnnmap.report.estimate import estimate_dataframe, estimate_to_dict, render_analyze
 
+    _check_plot_dir(plot)
     kw = capture_kwargs(batch, input_shape, seq_len, dtype)
     kw.pop("batch")
     est = api_analyze(
@@ -99,6 +102,12 @@ def analyze(
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
     )
     _emit(estimate_to_dict(est), estimate_dataframe(est), render_analyze(est, top=top), json_out, csv_out, force)
+    if plot is not None:
+        from dnnmap.hardware import load_profile
+        from dnnmap.report.plots import estimate_plots
+
+        prof = load_profile(hardware, [str(d) for d in hardware_dir or ()])
+        write_files_said(estimate_plots(est, plot, prof), force=True)
 
 
 @handle_errors
@@ -123,12 +132,14 @@ def compare(
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
+    plot: PlotOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Devices side by side: latency, throughput, utilization, energy, speed-up over a baseline."""
     from dnnmap.api import compare as api_compare
     from dnnmap.report.estimate import comparison_dataframe, comparison_to_dict, render_compare
 
+    _check_plot_dir(plot)
     kw = capture_kwargs(batch, input_shape, seq_len, dtype)
     kw.pop("batch")
     cmp = api_compare(
@@ -138,6 +149,18 @@ def compare(
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
     )
     _emit(comparison_to_dict(cmp), comparison_dataframe(cmp), [render_compare(cmp)], json_out, csv_out, force)
+    if plot is not None:
+        from dnnmap.report.plots import comparison_plots
+
+        write_files_said(comparison_plots(cmp, plot), force=True)
+
+
+def _check_plot_dir(plot: Path | None) -> None:
+    """Before any work: the plot directory can be written (created if missing)."""
+    if plot is not None:
+        from dnnmap.report.plots import check_plot_dir
+
+        check_plot_dir(plot)
 
 
 def host_dispatch(us: float | None, host_profile: str | None, dirs: Any) -> float | None:

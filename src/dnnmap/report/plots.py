@@ -34,6 +34,7 @@ from dnnmap.outputs import OutputFileError  # noqa: E402
 
 BOUND_COLOURS = {Bound.COMPUTE.value: "#2ca02c", Bound.MEMORY.value: "#ff7f0e", Bound.OVERHEAD.value: "#d62728",
                  Bound.POWER.value: "#9467bd", Bound.HOST.value: "#8c564b"}
+CLASS_COLOURS = {"cpu": "#1f77b4", "gpu": "#2ca02c", "tpu": "#ff7f0e", "kpu": "#9467bd"}
 FORMATS = ("png", "svg")
 plt.rcParams["svg.hashsalt"] = "dnnmap"  # stable element ids: the same plot gives the same file
 
@@ -211,12 +212,16 @@ def comparison_figure(cmp: Comparison) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(13, max(3.0, 0.28 * len(ests) + 1)), sharey=True)
     series = (("latency (s)", [e.latency_s for e in ests]), ("throughput (inferences/s)", [e.throughput for e in ests]),
               ("energy per inference (J)", [e.energy_j for e in ests]))
-    colours = [plt.cm.tab10(hash(e.device_class) % 10) for e in ests]
+    colours = [CLASS_COLOURS.get(e.device_class, "grey") for e in ests]
     for ax, (label, vals) in zip(axes, series, strict=True):
         ax.barh(names, vals, color=colours)
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.invert_yaxis() if ax is axes[0] else None
+    for cls, colour in CLASS_COLOURS.items():
+        if any(e.device_class == cls for e in ests):
+            axes[-1].barh([], [], color=colour, label=cls)
+    axes[-1].legend(fontsize=7, loc="lower right")
     first = ests[0]
     fig.suptitle(f"{first.model}: batch {first.batch}, {first.precision.value}, {first.mode}", fontsize=10)
     return fig
