@@ -134,3 +134,35 @@ def _profile(hardware: Any, hardware_dirs: Sequence[str]):  # noqa: ANN202
     from dnnmap.hardware import HardwareProfile, load_profile
 
     return hardware if isinstance(hardware, HardwareProfile) else load_profile(hardware, hardware_dirs)
+
+
+def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = None, optimizer: str = "adamw",
+          precision: str = "fp32", recompute: str = "none", devices: int = 1, dp: int | None = None, tp: int = 1,
+          pp: int = 1, microbatches: int = 1, zero: int = 0, plan: str | None = None, top: int = 5,
+          **scenario_kw: Any):  # noqa: ANN201 - TrainEstimate, or a list of them for plan="auto"
+    """One training step (forward, loss, backward, optimizer) on one device or ``devices``.
+
+    ``precision`` bf16 / fp16 is mixed precision (autocast, fp32 master weights);
+    ``plan="auto"`` searches (dp, tp, pp, micro-batches, ZeRO) and returns the fastest fitting
+    plans first."""
+    from dnnmap.pipeline import Scenario
+    from dnnmap.training import train_step
+
+    amp = precision if precision in ("bf16", "fp16") else None
+    s = Scenario(model, batch=batch, seq_len=seq_len, optimizer=optimizer, precision=precision, amp=amp,
+                 recompute=recompute, **scenario_kw)
+    if plan == "auto":
+        from dnnmap.training.search import search
+
+        return search(s, hardware, devices, top=top)
+    if devices == 1 and (dp or 1) * tp * pp == 1:
+        return train_step(s, hardware)
+    from dnnmap.errors import DnnmapError
+    from dnnmap.parallel import ParallelPlan
+    from dnnmap.training.multi import parallel_step
+
+    dp = dp if dp is not None else max(devices // (tp * pp), 1)
+    p = ParallelPlan(dp=dp, tp=tp, pp=pp, microbatches=microbatches, zero=zero)
+    if p.devices != devices:
+        raise DnnmapError(f"dp x tp x pp = {dp} x {tp} x {pp} = {p.devices} does not use the {devices} devices asked for")
+    return parallel_step(s, hardware, p)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli import analyze_cmd, calibrate_cmd, count_cmd, hardware_cmd, partition_cmd, sweep_cmd
+from dnnmap.cli import analyze_cmd, calibrate_cmd, count_cmd, hardware_cmd, partition_cmd, sweep_cmd, train_cmd
 from dnnmap.cli.common import STATE
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ partition_cmd.register(app)
 analyze_cmd.register(app)
 hardware_cmd.register(app)
 calibrate_cmd.register(app)
+train_cmd.register(app)
 sweep_cmd.register(app)
 
 

@@ -1,0 +1,285 @@
+"""A training step on many devices: tensor, pipeline and data parallelism, ZeRO.
+
+The step of one micro-batch is captured with a few transformer blocks (``layers_captured``)
+and mapped per phase with the tensor-parallel sharding of :mod:`dnnmap.parallel.sharding`;
+each phase's time is split by component (``pre``: embeddings, ``block``: one repeated
+layer, averaged, ``post``: head and loss) and extrapolated to the model's layer count.
+Then, per device:
+
+- pipeline stages are balanced by predicted layer time (:func:`balance_stages`), embeddings on
+  the first stage, head and loss on the last; the step is the 1F1B schedule over the stages,
+  with the tensor-parallel all-reduces (two per layer in forward, two in backward) and the
+  stage-to-stage sends on the critical path;
+- data parallelism all-reduces the stage's gradients on the communication stream, hidden
+  behind the last micro-batch's backward where it fits (what DDP / Megatron bucketing does);
+  ZeRO-1/2 replace it by a reduce-scatter + all-gather (same traffic), ZeRO-3 adds two
+  parameter all-gathers per micro-batch, overlapped with compute;
+- memory: weights, gradients and optimizer state of the busiest stage, divided by ``tp``
+  where sharded and by ``dp`` as the ZeRO stage says; saved activations of ``min(pp, m)``
+  micro-batches in flight on the first stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dnnmap.errors import DnnmapError
+from dnnmap.hardware.schema import HardwareProfile
+from dnnmap.ir import Graph, Role
+from dnnmap.mapping.api import resolve_profile
+from dnnmap.parallel import (
+    ParallelPlan,
+    balance_stages,
+    collective_s,
+    level_for,
+    one_f_one_b,
+    shard_works,
+)
+from dnnmap.parallel.sharding import (
+    BACKWARD_ALL_REDUCES_PER_LAYER,
+    FORWARD_ALL_REDUCES_PER_LAYER,
+    is_tp_param,
+)
+from dnnmap.pipeline import Scenario
+from dnnmap.pipeline import capture as capture_scenario
+from dnnmap.training.memory import StepMemory, step_memory
+from dnnmap.training.phases import BACKWARD, FORWARD, OPTIMIZER, phase_graph
+from dnnmap.training.step import (
+    TrainEstimate,
+    device_for,
+    map_graph,
+    model_flops,
+    optimizer_precision,
+)
+
+_BLOCK = re.compile(r"^(.*?\.\d+)(\.|$)")
+DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP's default bucket_cap_mb
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    layers: int
+    heads: int | None
+    kv_heads: int | None
+    hidden: int
+
+
+def model_info(name: str) -> ModelInfo:
+    from dnnmap.capture.sources import resolve
+
+    cfg = resolve(name).config
+    if cfg is None:
+        raise DnnmapError(f"{name}: multi-device plans need a transformer with a Hugging Face config (hf:...)")
+    get = lambda *ks: next((getattr(cfg, k) for k in ks if getattr(cfg, k, None)), None)  # noqa: E731
+    return ModelInfo(int(get("num_hidden_layers", "n_layer")), get("num_attention_heads", "n_head"),
+                     get("num_key_value_heads"), int(get("hidden_size", "n_embd")))
+
+
+def component(path: str, first_block: dict[str, bool]) -> str:
+    m = _BLOCK.match(path)
+    if m:
+        return "block:" + m.group(1)
+    return "pre" if first_block.get(path, False) else "post"
+
+
+def _components(g: Graph) -> dict[str, bool]:
+    """module path -> whether it first runs before the first block (an embedding)."""
+    seen_block, out = False, {}
+    for op in g.ops:
+        if _BLOCK.match(op.module_path):
+            seen_block = True
+        out.setdefault(op.module_path, not seen_block)
+    return out
+
+
+@dataclass(frozen=True)
+class Split:
+    """Seconds (or bytes) of one phase: before the blocks, per block (average), after."""
+
+    pre: float = 0.0
+    block: float = 0.0
+    post: float = 0.0
+
+    def total(self, blocks: int) -> float:
+        return self.pre + blocks * self.block + self.post
+
+
+def _split_times(g: Graph, part: Any, est: Any, first: dict[str, bool]) -> Split:
+    acc: dict[str, float] = {}
+    for sg, se in zip(part.subgraphs, est.subgraphs, strict=True):
+        c = component(g.op(sg.op_ids[0]).module_path, first) if sg.op_ids else "post"
+        acc[c] = acc.get(c, 0.0) + max(se.latency_s, se.host_s)
+    total = sum(acc.values()) or 1.0
+    scale = est.latency_s / total
+    blocks = [v for k, v in acc.items() if k.startswith("block:")]
+    return Split(acc.get("pre", 0.0) * scale, (sum(blocks) / len(blocks) if blocks else 0.0) * scale,
+                 acc.get("post", 0.0) * scale)
+
+
+def _split_bytes(items: list[tuple[str, int]], first: dict[str, bool]) -> Split:
+    acc: dict[str, float] = {}
+    for path, b in items:
+        c = component(path, first)
+        acc[c] = acc.get(c, 0.0) + b
+    blocks = [v for k, v in acc.items() if k.startswith("block:")]
+    return Split(acc.get("pre", 0.0), sum(blocks) / len(blocks) if blocks else 0.0, acc.get("post", 0.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _capture(s: Scenario) -> Graph:
+    return capture_scenario(s)
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """One micro-batch's step, per component, on one of ``tp`` devices."""
+
+    fwd: Split
+    bwd: Split
+    opt: Split
+    weights: Split  # bytes on one tp device
+    grads: Split
+    state: Split
+    saved: Split
+    working: int  # transient bytes beyond weights, state, gradients and saved activations
+    flops_per_block: int
+    flops_other: int
+    blocks_captured: int
+
+
+def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
+    g = _capture(s)
+    first = _components(g)
+    times = {}
+    for name, phases, prec in (("fwd", FORWARD, None), ("bwd", BACKWARD, None), ("opt", OPTIMIZER, optimizer_precision(s))):
+        sub = phase_graph(g, phases)
+        if not sub.ops:
+            times[name] = Split()
+            continue
+        part, est = map_graph(sub, s, device_for(s, profile, prec), lambda p, w: shard_works(p, w, tp))
+        times[name] = _split_times(sub, part, est, first)
+    mem = step_memory(g)
+    w_items = [(t.name.rpartition(".")[0], t.nbytes // (tp if is_tp_param(t.name) else 1))
+               for t in g.iter_tensors(Role.WEIGHT)]
+    weights = _split_bytes(w_items, first)
+    wsum = sum(b for _, b in w_items) or 1
+    ratio = lambda x: Split(weights.pre * x / wsum, weights.block * x / wsum, weights.post * x / wsum)  # noqa: E731
+    saved = _split_bytes(_saved_items(g, tp), first)
+    blocks = len({c for c in (component(op.module_path, first) for op in g.ops) if c.startswith("block:")})
+    mf = model_flops(g)
+    per_block = _block_flops(g, first, blocks)
+    return StepModel(times["fwd"], times["bwd"], times["opt"], weights, ratio(mem.gradients), ratio(mem.optimizer_state),
+                     saved, max(mem.peak - mem.persistent - mem.saved_activations, 0) // tp,
+                     per_block, mf - per_block * blocks, blocks)
+
+
+def _saved_items(g: Graph, tp: int) -> list[tuple[str, int]]:
+    from dnnmap.parallel.sharding import is_tp_sharded
+    from dnnmap.training.phases import phase_of
+
+    phase = phase_of(g)
+    out, seen = [], set()
+    for op in g.ops:
+        if phase.get(op.id) != "backward":
+            continue
+        for tid in op.inputs:
+            t = g.tensors[tid]
+            while t.alias_of is not None and t.alias_of in g.tensors:
+                t = g.tensors[t.alias_of]
+            if t.id in seen or t.producer is None or phase.get(t.producer) not in ("forward", "loss"):
+                continue
+            seen.add(t.id)
+            prod = g.op(t.producer)
+            out.append((prod.module_path, t.nbytes // (tp if is_tp_sharded(prod) else 1)))
+    return out
+
+
+def _block_flops(g: Graph, first: dict[str, bool], blocks: int) -> int:
+    from dnnmap.costs import count_graph
+
+    counted = count_graph(g)
+    redo = set(g.meta.get("recomputed_ops", ()))
+    from dnnmap.training.phases import phase_ops
+
+    tot = sum(counted.costs[op.id].tensor_flops for op in phase_ops(g, (*FORWARD, *BACKWARD))
+              if op.id not in redo and component(op.module_path, first).startswith("block:"))
+    return tot // max(blocks, 1)
+
+
+def parallel_step(s: Scenario, profile: HardwareProfile | str, plan: ParallelPlan,
+                  layers_captured: int = 2) -> TrainEstimate:
+    """Predict one training step of ``s`` (global batch ``s.batch``) under ``plan``."""
+    prof = resolve_profile(profile)
+    info = model_info(str(s.model))
+    plan.check(batch=s.batch, heads=info.heads, layers=info.layers, kv_heads=info.kv_heads)
+    mb = s.batch // (plan.dp * plan.microbatches)
+    sm = step_model(replace(s, batch=mb, layers=min(layers_captured, info.layers), optimizer=s.optimizer or "adamw"),
+                    prof, plan.tp)
+    return combine(s, prof, plan, info, sm, mb)
+
+
+def _stage_blocks(sm: StepModel, info: ModelInfo, plan: ParallelPlan, tp_layer_s: float) -> list[tuple[int, int]]:
+    per_layer = sm.fwd.block + sm.bwd.block + tp_layer_s
+    costs = [per_layer] * info.layers
+    costs[0] += sm.fwd.pre + sm.bwd.pre
+    costs[-1] += sm.fwd.post + sm.bwd.post
+    return balance_stages(costs, plan.pp)
+
+
+def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelInfo, sm: StepModel,
+            mb: int) -> TrainEstimate:
+    act_bytes = mb * (s.seq_len or 1) * info.hidden * s.precision.bytes_per_element
+    tp_ar = collective_s("all_reduce", act_bytes, plan.tp, level_for(prof, plan.tp_span)) if plan.tp > 1 else 0.0
+    tp_layer = (FORWARD_ALL_REDUCES_PER_LAYER + BACKWARD_ALL_REDUCES_PER_LAYER) * tp_ar
+    stages = _stage_blocks(sm, info, plan, tp_layer)
+    p2p = collective_s("send_recv", act_bytes / plan.tp, 2, level_for(prof, plan.devices)) if plan.pp > 1 else 0.0
+    stage_s, parts = [], []
+    for i, (a, b) in enumerate(stages):
+        n = b - a
+        f = n * sm.fwd.block + (sm.fwd.pre if i == 0 else 0) + (sm.fwd.post if i == len(stages) - 1 else 0)
+        bw = n * sm.bwd.block + (sm.bwd.pre if i == 0 else 0) + (sm.bwd.post if i == len(stages) - 1 else 0)
+        c = n * tp_layer + (tp_ar if i == 0 else 0) + (2 * p2p if plan.pp > 1 else 0)
+        stage_s.append(f + bw + c)
+        parts.append((f, bw, c, n, i))
+    k = max(range(len(stage_s)), key=stage_s.__getitem__)
+    f, bw, c, n, _ = parts[k]
+    m = plan.microbatches
+    pipe = one_f_one_b(stage_s, m)
+    bubble = pipe - m * stage_s[k]
+    first, last = k == 0, k == len(stages) - 1
+    sel = lambda sp: n * sp.block + (sp.pre if first else 0) + (sp.post if last else 0)  # noqa: E731
+    opt_s = sel(sm.opt) / (plan.dp if plan.zero >= 1 else 1)
+    grad_bytes = sel(sm.grads)
+    dp_lvl = level_for(prof, plan.dp_span) if plan.dp > 1 else None
+    dp_comm = collective_s("all_reduce", grad_bytes, plan.dp, dp_lvl) if dp_lvl else 0.0
+    exposed = max(dp_comm - bw, 0.0) + (dp_comm * min(DDP_BUCKET_BYTES / grad_bytes, 1.0) if grad_bytes and dp_comm else 0)
+    if plan.zero == 3 and dp_lvl:
+        ag = 2 * m * collective_s("all_gather", sel(sm.weights) * s.precision.bytes_per_element / 4, plan.dp, dp_lvl)
+        exposed += max(ag - m * (f + bw), 0.0)
+    mem = _memory(sm, plan, sel(sm.weights), grad_bytes, sel(sm.state), sel(sm.saved) if True else 0)
+    flops = (sm.flops_per_block * info.layers + sm.flops_other) * plan.dp * plan.microbatches
+    notes = []
+    if not mem.fits(prof.dram.capacity_bytes):
+        notes.append(f"does not fit: {mem.peak / 1e9:.1f} GB per device > {prof.dram.capacity_bytes / 1e9:.1f} GB")
+    return TrainEstimate(
+        model=str(s.model), device=prof.name, batch=s.batch, seq_len=s.seq_len, precision=s.precision.value,
+        optimizer=s.optimizer or "adamw", recompute=s.recompute, forward_s=m * f, backward_s=m * bw,
+        optimizer_s=opt_s, communication_s=m * c + exposed, model_flops=flops,
+        peak_flops=device_for(s, prof).tensor_peak, devices=plan.devices, memory=mem,
+        capacity_bytes=prof.dram.capacity_bytes, plan=plan, bubble_s=bubble,
+        breakdown={"tp_comm": m * c, "dp_comm_total": dp_comm, "dp_comm_exposed": exposed},
+        notes=tuple(notes),
+    )
+
+
+def _memory(sm: StepModel, plan: ParallelPlan, w: float, g: float, st: float, saved_mb: float) -> StepMemory:
+    dp = plan.dp
+    w = w / (dp if plan.zero >= 3 else 1)
+    g = g / (dp if plan.zero >= 2 else 1)
+    st = st / (dp if plan.zero >= 1 else 1)
+    act = saved_mb * min(plan.pp, plan.microbatches)
+    peak = w + g + st + act + sm.working
+    return StepMemory(round(w), round(g), round(st), round(act), round(peak))
