@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli import analyze_cmd, calibrate_cmd, count_cmd, hardware_cmd, partition_cmd, sweep_cmd, train_cmd
+from dnnmap.cli import analyze_cmd, calibrate_cmd, count_cmd, hardware_cmd, partition_cmd, report_cmd, sweep_cmd, train_cmd
 from dnnmap.cli.common import STATE
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ hardware_cmd.register(app)
 calibrate_cmd.register(app)
 train_cmd.register(app)
 sweep_cmd.register(app)
+report_cmd.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
