@@ -71,7 +71,9 @@ def _header(r: ValidationReport) -> Text:
 
 
 def _cases_table(r: ValidationReport) -> Table:
-    t = Table(title="predicted vs measured latency")
+    t = Table(title="predicted vs measured latency",
+              caption="ops without a cost rule: " + ("; ".join(
+                  f"{c.model} b{c.batch}: {', '.join(c.unknown_ops)}" for c in r.cases if c.unknown_ops) or "none"))
     for col in ("model", "batch", "measured", "predicted", "error", "bound", "runs", "load"):
         t.add_column(col, justify="left" if col in ("model", "bound") else "right")
     for c in r.cases:

@@ -81,6 +81,7 @@ class ValidationCase:
     busy_before: float = math.nan  # CPU share other processes used just before timing (nan: not checked)
     page_faults: float = 0.0  # minor page faults per run of the real model (allocator first touches)
     error_message: str = ""  # set when the model could not be run or predicted
+    unknown_ops: tuple[str, ...] = ()  # ATen ops without a cost rule ("aten.x.default x2"), counted as zero
     estimate: Any = field(default=None, compare=False, repr=False)  # the mapping.Estimate (not serialised)
 
     @property

@@ -185,15 +185,15 @@ def _provenance(prof: Any) -> str:
 
 
 def predict(name: str, batch: int, prof: Any, precision: str, strategy: str, shapes: Shapes | None = None):  # noqa: ANN201
-    """(partition, estimate) for ``name`` at ``batch`` on ``prof`` (fake-tensor capture)."""
-    from dnnmap.capture import capture
-    from dnnmap.costs import count_graph
-    from dnnmap.fusion import partition
-    from dnnmap.mapping import map_partition
+    """(partition, estimate) for ``name`` at ``batch`` on ``prof``: the one pipeline, in eager
+    mode (what is timed), with the fusion ``strategy`` the report asks for."""
+    from dnnmap.pipeline import Scenario, estimate_on, prepare
 
-    graph = capture(name, batch=batch, dtype=precision, **(shapes or Shapes()).kwargs())
-    part = partition(count_graph(graph), strategy=strategy)
-    return part, map_partition(part, prof, precision=precision, batch=batch)
+    kw = (shapes or Shapes()).kwargs()
+    s = Scenario(name, batch=batch, dtype=precision, precision=precision, mode="eager", strategy=strategy,
+                 seq_len=kw["seq_len"], input_shape=kw["input_shape"])
+    prep = prepare(s)
+    return prep.partition, estimate_on(prep, prof)
 
 
 def _measure(name: str, batch: int, device: str, precision: str, shapes: Shapes,
@@ -268,6 +268,7 @@ def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, str
         worst=tuple(SubgraphRow(s.name, s.op_class.value, s.latency_s, s.bound.value, s.explanation)
                     for s in worst),
         capture_path=str(part.graph.meta.get("capture_path", "")),
+        unknown_ops=tuple(est.unknown_ops),
         estimate=est,
     )
 
@@ -309,6 +310,7 @@ def repredict(report: ValidationReport, profile: Any, hardware_dirs: Sequence[An
             by_module=merge_breakdowns(pred_module, {b.key: b.measured_s for b in c.by_module}),
             worst=tuple(SubgraphRow(s.name, s.op_class.value, s.latency_s, s.bound.value, s.explanation)
                         for s in worst),
+            unknown_ops=tuple(est.unknown_ops),
             estimate=est,
         ))
     return replace(report, profile=_profile_name(prof), provenance=_provenance(prof), cases=tuple(cases),
