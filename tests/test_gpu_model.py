@@ -31,6 +31,7 @@ from dnnmap.mapping.gpu import (
 from dnnmap.mapping.residency import l2_hits
 from dnnmap.mapping.workload import Work
 from dnnmap.pipeline import Scenario, estimate_on, prepare
+from test_mapping_gpu import gemm_work, relu_work
 
 
 def relu_chain(n: int, elements: int) -> GraphBuilder:
@@ -44,24 +45,6 @@ def relu_chain(n: int, elements: int) -> GraphBuilder:
 def chain_partition(n: int, elements: int, strategy: str = "unfused"):
     b, x = relu_chain(n, elements)
     return partition(b.build([x]), strategy)
-
-
-def gemm_work(m: int, n: int, k: int, elem: int, op_class: OpClass = OpClass.MATMUL) -> Work:
-    return Work(
-        subgraph_id=0, name="gemm", op_class=op_class, tensor_flops=2 * m * n * k, vector_flops=0,
-        transcendentals=0, activation_read_bytes=m * k * elem, weight_bytes=k * n * elem,
-        write_bytes=m * n * elem, internal_bytes=0,
-        parallelism=Parallelism(output_elements=m * n, reduction=k, gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=1),
-        gemm_like=True,
-    )
-
-
-def relu_work(n: int, elem: int) -> Work:
-    return Work(
-        subgraph_id=0, name="relu", op_class=OpClass.ELEMENTWISE, tensor_flops=0, vector_flops=n,
-        transcendentals=0, activation_read_bytes=n * elem, weight_bytes=0, write_bytes=n * elem,
-        internal_bytes=0, parallelism=Parallelism(output_elements=n), gemm_like=False,
-    )
 
 
 # -- host and device: two timelines -----------------------------------------------------------
@@ -127,7 +110,7 @@ def test_tf32_default_for_convs_only() -> None:
     off, on = Device.of(a100, "fp32", "off"), Device.of(a100, "fp32", "on")
     assert not off.engine(True).uses_tensor_cores and on.engine(False).uses_tensor_cores
     # the conv's placement says so
-    w = gemm_work(4096, 256, 2304, 4, OpClass.CONV)
+    w = gemm_work(4096, 256, 2304, 4, op_class=OpClass.CONV)
     assert "tensor cores (tf32)" in place(w, d).detail
     assert "CUDA cores" in place(w, off).detail
 

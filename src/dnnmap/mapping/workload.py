@@ -71,12 +71,9 @@ def _scaled(nbytes: int, itemsize: int, precision: Precision) -> int:
     return nbytes // itemsize * precision.bytes_per_element
 
 
-def _ratio(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, static: bool | None) -> float:
-    """Bytes at ``precision`` / captured bytes over ``tensor_ids`` (views resolved to storage).
-
-    ``static`` selects weights only (True), activations only (False) or all tensors (None).
-    """
-    old = new = 0
+def _storages(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, static: bool | None):  # noqa: ANN202
+    """(storage id, captured bytes, bytes at ``precision``) of each distinct storage behind
+    ``tensor_ids`` (views resolved); ``static`` selects weights (True), activations (False) or all."""
     seen: set[str] = set()
     for tid in tensor_ids:
         t = graph.tensors.get(tid)
@@ -87,24 +84,19 @@ def _ratio(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, stat
         if t.id in seen or (static is not None and t.is_static != static):
             continue
         seen.add(t.id)
-        old += t.nbytes
-        new += _scaled(t.nbytes, t.dtype.itemsize, precision) if t.dtype.is_floating else t.nbytes
-    return new / old if old else 1.0
+        yield t.id, t.nbytes, _scaled(t.nbytes, t.dtype.itemsize, precision) if t.dtype.is_floating else t.nbytes
+
+
+def _ratio(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision, static: bool | None) -> float:
+    """Bytes at ``precision`` / captured bytes over ``tensor_ids`` (views resolved to storage)."""
+    pairs = [(old, new) for _, old, new in _storages(graph, tensor_ids, precision, static)]
+    old = sum(o for o, _ in pairs)
+    return sum(n for _, n in pairs) / old if old else 1.0
 
 
 def _tensor_bytes(graph: Graph, tensor_ids: tuple[str, ...], precision: Precision) -> tuple[tuple[str, int], ...]:
     """(storage id, bytes at ``precision``) of the activation tensors among ``tensor_ids``."""
-    out: dict[str, int] = {}
-    for tid in tensor_ids:
-        t = graph.tensors.get(tid)
-        if t is None:
-            continue
-        if t.alias_of and t.alias_of in graph.tensors:
-            t = graph.tensors[t.alias_of]
-        if t.is_static or t.id in out:
-            continue
-        out[t.id] = _scaled(t.nbytes, t.dtype.itemsize, precision) if t.dtype.is_floating else t.nbytes
-    return tuple(out.items())
+    return tuple((sid, new) for sid, _, new in _storages(graph, tensor_ids, precision, static=False))
 
 
 def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = False,
