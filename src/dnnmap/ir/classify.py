@@ -15,7 +15,7 @@ from dnnmap.ir.enums import OpClass
 _TABLE: dict[OpClass, tuple[str, ...]] = {
     OpClass.MATMUL: (
         "mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "addbmm", "addmv", "mv", "dot",
-        "einsum", "_int_mm", "_scaled_mm",
+        "einsum", "_int_mm", "_scaled_mm", "_grouped_mm", "grouped_mm", "_scaled_grouped_mm",
     ),
     OpClass.CONV: (
         "convolution", "conv1d", "conv2d", "conv3d", "_convolution", "conv_transpose1d",
@@ -53,7 +53,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
         "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool2d", "topk", "sort",
         "adaptive_max_pool1d", "adaptive_max_pool3d", "nansum", "aminmax", "count_nonzero",
-        "equal", "_is_all_true", "_is_any_true",
+        "equal", "_is_all_true", "_is_any_true", "histc", "bincount",
         "max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward", "avg_pool2d_backward",
         "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward",
         "adaptive_max_pool2d_backward", "nll_loss_forward", "nll_loss2d_forward", "nll_loss", "nll_loss2d",
@@ -84,7 +84,7 @@ _TABLE: dict[OpClass, tuple[str, ...]] = {
         "slice_backward", "select_backward",
     ),
     OpClass.VIEW: (
-        "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "expand_as",
+        "view", "_unsafe_view", "reshape", "permute", "transpose", "t", "numpy_T", "expand", "expand_as",
         "squeeze", "unsqueeze", "flatten", "unflatten", "slice", "select", "narrow", "split",
         "split_with_sizes", "chunk", "unbind", "alias", "detach", "as_strided", "view_as",
         "unfold", "movedim", "diagonal", "dropout", "native_dropout", "feature_dropout",

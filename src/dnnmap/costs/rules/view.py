@@ -23,7 +23,7 @@ from dnnmap.ir.classify import op_name
 MAY_COPY = frozenset({"reshape", "flatten", "reshape_as", "to", "type_as"})
 _CASTS = ("to", "type_as")
 VIEWS = (
-    "view", "_unsafe_view", "permute", "transpose", "t", "expand", "expand_as", "squeeze",
+    "view", "_unsafe_view", "permute", "transpose", "t", "numpy_T", "expand", "expand_as", "squeeze",
     "unsqueeze", "unflatten", "slice", "select", "narrow", "split", "split_with_sizes", "chunk",
     "unbind", "alias", "detach", "as_strided", "as_strided_", "view_as", "unfold", "movedim",
     "diagonal", "lift_fresh", "lift", "align_to", "tensor_split", "real", "view_as_real",
