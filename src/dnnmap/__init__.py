@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("count", "partition", "analyze", "compare", "capture_graph", "train")
+_API = ("count", "partition", "analyze", "compare", "capture_graph", "train", "generate")
 
 
 def __getattr__(name: str) -> Any:

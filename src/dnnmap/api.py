@@ -166,3 +166,10 @@ def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = No
     if p.devices != devices:
         raise DnnmapError(f"dp x tp x pp = {dp} x {tp} x {pp} = {p.devices} does not use the {devices} devices asked for")
     return parallel_step(s, hardware, p)
+
+
+def generate(model: str, hardware: Any, prompt: int, gen: int, batch: int | Sequence[int] = 1, **kw: Any):  # noqa: ANN201
+    """LLM generation: TTFT, time per output token, throughput, memory (see :mod:`dnnmap.generate`)."""
+    from dnnmap.generate import generate as _generate
+
+    return _generate(model, hardware, prompt, gen, batch, **kw)

@@ -286,6 +286,8 @@ def _advice(fit: MemoryFit, int4: MemoryFit | None) -> str:
     more = f"{fit.devices_needed} such devices"
     if int4 is not None and int4.fits:
         return f"{need}: {more}, or int4 weights ({int4.total / 1e9:.1f} GB)"
+    if int4 is not None:
+        return f"{need}: {more} (int4 weights would still need {int4.total / 1e9:.1f} GB)"
     return f"{need}: {more}"
 
 

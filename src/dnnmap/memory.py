@@ -134,9 +134,8 @@ class MemoryFit:
             parts.append(f"KV cache {self.kv_cache / 1e9:.2f}")
         if self.workspace:
             parts.append(f"workspace {self.workspace / 1e9:.1f}")
-        verdict = "fits" if self.fits else "does not fit"
         return (f"needs {self.total / 1e9:.1f} GB ({', '.join(parts)}), the device has "
-                f"{self.capacity / 1e9:.1f} GB: {verdict}")
+                f"{self.capacity / 1e9:.1f} GB")
 
     def to_dict(self) -> dict[str, int | bool]:
         return {"weights_bytes": self.weights, "activation_bytes": self.activations,

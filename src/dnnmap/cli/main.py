@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli import analyze_cmd, calibrate_cmd, count_cmd, hardware_cmd, partition_cmd, report_cmd, sweep_cmd, train_cmd
+from dnnmap.cli import (
+    analyze_cmd,
+    calibrate_cmd,
+    count_cmd,
+    generate_cmd,
+    hardware_cmd,
+    partition_cmd,
+    report_cmd,
+    schema_cmd,
+    sweep_cmd,
+    train_cmd,
+)
 from dnnmap.cli.common import STATE
 
 app = typer.Typer(
@@ -41,8 +52,10 @@ analyze_cmd.register(app)
 hardware_cmd.register(app)
 calibrate_cmd.register(app)
 train_cmd.register(app)
+generate_cmd.register(app)
 sweep_cmd.register(app)
 report_cmd.register(app)
+schema_cmd.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
