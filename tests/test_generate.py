@@ -198,3 +198,14 @@ def test_cli_generate(tmp_path: Path) -> None:
     assert "largest batch" in ok.output
     bad = CliRunner().invoke(app, ["generate", "hf:bert-base-uncased", "--hardware", "h100-sxm5"])
     assert bad.exit_code == 2
+
+
+def test_analyze_reports_memory_fit(tmp_path: Path) -> None:
+    from dnnmap.memory import GPU_WORKSPACE_BYTES, peak_activation_bytes, weight_bytes
+    from dnnmap.pipeline import Scenario, estimate, prepare
+
+    s = Scenario(_config(tmp_path, "an"), seq_len=16, precision="bf16")
+    est = estimate(s, "h100-sxm5")
+    g = prepare(s).counted.graph
+    expect = weight_bytes(g, Precision.BF16) + peak_activation_bytes(g, Precision.BF16) + GPU_WORKSPACE_BYTES
+    assert est.summary()["memory_bytes"] == expect and est.summary()["fits"] is True

@@ -122,8 +122,9 @@ def prepare(s: Scenario) -> Prepared:
     return Prepared(s, counted, part)
 
 
-def _finish(est: Estimate, prep: Prepared) -> Estimate:
-    """Attach what the estimate does not know: ops without a cost rule, the attention built."""
+def _finish(est: Estimate, prep: Prepared, profile: HardwareProfile | str | None = None) -> Estimate:
+    """Attach what the estimate does not know: ops without a cost rule, the attention built, and
+    whether weights + peak live activations + workspace fit the device's memory."""
     notes = list(est.notes)
     unknown = prep.unknown_ops
     if unknown:
@@ -132,6 +133,14 @@ def _finish(est: Estimate, prep: Prepared) -> Estimate:
     meta = dict(est.meta)
     if attention:
         meta["attention"] = attention
+    if profile is not None:
+        from dnnmap.mapping.api import resolve_profile
+        from dnnmap.memory import fit_of
+
+        fit = fit_of(prep.counted.graph, resolve_profile(profile), prep.scenario.precision)
+        meta.update(memory_bytes=fit.total, fits=fit.fits)
+        if not fit.fits:
+            notes.append(f"does not fit: {fit.describe()}; this latency assumes memory the device does not have")
     return replace(est, notes=tuple(notes), unknown_ops=unknown, meta=meta)
 
 
@@ -140,7 +149,7 @@ def estimate_on(prep: Prepared, profile: HardwareProfile | str) -> Estimate:
     s = prep.scenario
     est = map_partition(prep.partition, profile, precision=s.precision, batch=s.batch, streams=s.streams,
                         mode=s.mode, tf32=s.tf32, host_dispatch_s=_host(s))
-    return _finish(est, prep)
+    return _finish(est, prep, profile)
 
 
 def estimate(s: Scenario, profile: HardwareProfile | str) -> Estimate:
@@ -153,7 +162,7 @@ def compare(s: Scenario, profiles: Sequence[HardwareProfile | str], baseline: st
     prep = prepare(s)
     cmp = compare_partition(prep.partition, profiles, precision=s.precision, batch=s.batch, streams=s.streams,
                             baseline=baseline, mode=s.mode, tf32=s.tf32, host_dispatch_s=_host(s))
-    return replace(cmp, estimates=tuple(_finish(e, prep) for e in cmp.estimates))
+    return replace(cmp, estimates=tuple(_finish(e, prep, p) for e, p in zip(cmp.estimates, profiles, strict=False)))
 
 
 def _host(s: Scenario) -> float | None:

@@ -259,6 +259,7 @@ class Estimate:
             "device_idle_s": self.device_idle_s,
             "estimated_share": self.estimated_share,
             "unknown_ops": len(self.unknown_ops),
+            **{k: self.meta[k] for k in ("memory_bytes", "fits") if k in self.meta},
         }
 
     def to_dict(self) -> dict[str, Any]:
