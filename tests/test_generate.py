@@ -209,3 +209,15 @@ def test_analyze_reports_memory_fit(tmp_path: Path) -> None:
     g = prepare(s).counted.graph
     expect = weight_bytes(g, Precision.BF16) + peak_activation_bytes(g, Precision.BF16) + GPU_WORKSPACE_BYTES
     assert est.summary()["memory_bytes"] == expect and est.summary()["fits"] is True
+
+
+def test_analyze_with_int4_weights(tmp_path: Path) -> None:
+    from dnnmap.pipeline import Scenario, estimate
+
+    s = Scenario(_config(tmp_path, "q", hidden_size=256, intermediate_size=512), seq_len=8, precision="bf16")
+    full, q = estimate(s, "h100-sxm5"), estimate(s.with_(weights="int4", group_size=64), "h100-sxm5")
+    # per layer q, k, v, o, gate, up, down at bf16 vs int4 + fp16 scales per 64 elements
+    shapes = [(256, 256), (128, 256), (128, 256), (256, 256), (512, 256), (512, 256), (256, 512)] * 2
+    saved = sum(2 * a * b - quantized_bytes((a, b), "int4", 64) for a, b in shapes)
+    assert full.summary()["memory_bytes"] - q.summary()["memory_bytes"] == saved
+    assert q.flops > full.flops  # dequantization work is counted

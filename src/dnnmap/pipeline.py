@@ -60,6 +60,10 @@ class Scenario:
     amp: str | None = None
     foreach: bool = False  # the optimizer's multi-tensor kernels (GPUs) instead of its loop (CPUs)
     layers: int | None = None  # build a Hugging Face model with this many blocks
+    # stored weights / KV cache when they differ from ``precision`` (dnnmap.mapping.weights)
+    weights: str | None = None  # int8 | int4 | fp8
+    group_size: int = 128  # int4 scale group
+    kv_dtype: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision.parse(self.precision))
@@ -137,7 +141,13 @@ def _finish(est: Estimate, prep: Prepared, profile: HardwareProfile | str | None
         from dnnmap.mapping.api import resolve_profile
         from dnnmap.memory import fit_of
 
-        fit = fit_of(prep.counted.graph, resolve_profile(profile), prep.scenario.precision)
+        s = prep.scenario
+        fit = fit_of(prep.counted.graph, resolve_profile(profile), s.precision)
+        if s.weights:
+            from dnnmap.mapping.weights import Storage, resident_weight_bytes
+
+            fit = replace(fit, weights=resident_weight_bytes(prep.counted.graph, s.precision,
+                                                             Storage(s.weights, s.group_size)))
         meta.update(memory_bytes=fit.total, fits=fit.fits)
         if not fit.fits:
             notes.append(f"does not fit: {fit.describe()}; this latency assumes memory the device does not have")
@@ -147,9 +157,26 @@ def _finish(est: Estimate, prep: Prepared, profile: HardwareProfile | str | None
 def estimate_on(prep: Prepared, profile: HardwareProfile | str) -> Estimate:
     """Map a prepared scenario onto one device."""
     s = prep.scenario
+    if s.weights or s.kv_dtype:
+        return _finish(_map_stored(prep, profile), prep, profile)
     est = map_partition(prep.partition, profile, precision=s.precision, batch=s.batch, streams=s.streams,
                         mode=s.mode, tf32=s.tf32, host_dispatch_s=_host(s))
     return _finish(est, prep, profile)
+
+
+def _map_stored(prep: Prepared, profile: HardwareProfile | str) -> Estimate:
+    """Map with weights / KV cache stored as the scenario says (quantized bytes, dequant work)."""
+    from dnnmap.mapping import Device, map_works, workload
+    from dnnmap.mapping.api import resolve_profile
+    from dnnmap.mapping.weights import Storage, adjust
+
+    s = prep.scenario
+    device = Device.of(resolve_profile(profile), s.precision, s.tf32)
+    if s.host_dispatch_us is not None:
+        device = device.with_host_dispatch(s.host_dispatch_us * 1e-6)
+    works = adjust(prep.partition, workload(prep.partition, device.precision), device.precision,
+                   Storage(s.weights, s.group_size, s.kv_dtype))
+    return map_works(prep.partition, works, device, s.batch, s.streams, s.mode)
 
 
 def estimate(s: Scenario, profile: HardwareProfile | str) -> Estimate:
@@ -160,6 +187,9 @@ def estimate(s: Scenario, profile: HardwareProfile | str) -> Estimate:
 def compare(s: Scenario, profiles: Sequence[HardwareProfile | str], baseline: str | None = None) -> Comparison:
     """One capture and partition, mapped onto every device."""
     prep = prepare(s)
+    if s.weights or s.kv_dtype:
+        ests = tuple(estimate_on(prep, p) for p in profiles)
+        return Comparison(ests, baseline or ests[0].device)
     cmp = compare_partition(prep.partition, profiles, precision=s.precision, batch=s.batch, streams=s.streams,
                             baseline=baseline, mode=s.mode, tf32=s.tf32, host_dispatch_s=_host(s))
     return replace(cmp, estimates=tuple(_finish(e, prep, p) for e, p in zip(cmp.estimates, profiles, strict=False)))

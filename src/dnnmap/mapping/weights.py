@@ -109,7 +109,9 @@ def _root(g: Graph, tid: str) -> Tensor:
 
 def quantizable(g: Graph) -> set[str]:
     """Weights a matmul reads, except vocabulary-sized ones (see the module doc)."""
-    vocab = g.meta.get("vocab_size")
+    vocab = g.meta.get("vocab_size") or next(
+        (g.tensors[op.inputs[0]].shape[0] for op in g.ops if op.op_class is OpClass.EMBEDDING and op.inputs
+         and len(g.tensors[op.inputs[0]].shape) == 2), None)
     out: set[str] = set()
     for op in g.ops:
         if op.op_class is not OpClass.MATMUL:
