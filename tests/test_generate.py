@@ -221,3 +221,15 @@ def test_analyze_with_int4_weights(tmp_path: Path) -> None:
     saved = sum(2 * a * b - quantized_bytes((a, b), "int4", 64) for a, b in shapes)
     assert full.summary()["memory_bytes"] - q.summary()["memory_bytes"] == saved
     assert q.flops > full.flops  # dequantization work is counted
+
+
+def test_static_cache_write_is_not_a_cache_copy(tiny: CausalLM) -> None:
+    from dnnmap.fusion import partition
+
+    g = tiny.capture(Phase.DECODE, 2, 300, "static")
+    cache = sum(g.tensors[t].nbytes for t, _ in g.meta["kv_cache"]) // len(g.meta["kv_cache"])
+    for strategy in ("unfused", "compiler"):
+        for sg in partition(count_graph(g), strategy).subgraphs:
+            if any("index_copy_" in g.op(o).target for o in sg.op_ids):
+                # the new token is written in place: the cache is neither read nor rewritten here
+                assert sg.external_bytes < cache, (strategy, sg.name, sg.external_bytes)

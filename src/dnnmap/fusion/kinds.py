@@ -42,6 +42,7 @@ _BN_INFERENCE = frozenset(
 _BN_MAYBE_TRAINING = frozenset({"batch_norm", "native_batch_norm", "_native_batch_norm_legit", "_batch_norm_with_update"})
 _OPAQUE_NAMES = frozenset({"sort", "topk", "argsort", "cumsum", "cumprod", "nonzero", "unique", "multinomial"})
 # ops that read only the rows they gather from their first (data) operand
+_INDEXED_WRITES = frozenset({"index_copy_", "index_put_", "_index_put_impl_"})
 _GATHERS = frozenset({"embedding", "embedding_bag", "_embedding_bag", "index", "_unsafe_index",
                       "index_select", "gather", "take", "take_along_dim"})
 _GLOBAL_POOLS = frozenset({"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
@@ -164,11 +165,13 @@ class GraphIndex:
         """tensor id -> storage id. Only outputs of true views alias: they share the storage
         of the view's first input. Every other op's output is its own storage (a functional
         graph: ``relu_`` or ``contiguous`` write a buffer, whatever ``alias_of`` says, since
-        the schema's "may alias" does not tell whether a copy happened)."""
+        the schema's "may alias" does not tell whether a copy happened). Exception: an in-place
+        indexed write (``index_copy_`` / ``index_put_`` into a KV cache) updates its destination's
+        buffer where indexed; its output is that buffer."""
         tensors = self.graph.tensors
         link: dict[str, str] = {}
         for op in self.graph.ops:
-            if is_true_view(op, self.graph) and op.inputs:
+            if (is_true_view(op, self.graph) or op_name(op.target) in _INDEXED_WRITES) and op.inputs:
                 for t in op.outputs:
                     if t != op.inputs[0]:
                         link[t] = op.inputs[0]
@@ -235,7 +238,9 @@ class GraphIndex:
     @cached_property
     def read_bytes(self) -> tuple[tuple[int, ...], ...]:
         """op index -> bytes it reads of each input. All of it, except the data operand of a
-        gather (embedding, index, gather): at most one element per output element.
+        gather (embedding, index, gather): at most one element per output element; and the
+        destination of an in-place indexed write (``index_copy_``, ``index_put_``: a KV-cache
+        update), which is written where indexed, not read.
 
         embedding(table[50257, 768], ids[1, 128]) reads 128 * 768 * 4 bytes of the table.
         """
@@ -247,6 +252,8 @@ class GraphIndex:
                 data = g.tensors[op.inputs[0]]
                 touched = sum(g.tensors[t].numel for t in op.outputs) * data.dtype.itemsize
                 sizes[0] = min(sizes[0], touched)
+            elif sizes and op_name(op.target) in _INDEXED_WRITES:
+                sizes[0] = 0
             out.append(tuple(sizes))
         return tuple(out)
 
