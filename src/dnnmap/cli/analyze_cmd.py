@@ -82,6 +82,7 @@ def analyze(
     host_dispatch_us: HostOpt = None,
     host_profile: HostProfileOpt = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="Rows of the subgraph table (default: all)")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Add each kernel's explanation (always in --json)")] = False,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
@@ -101,7 +102,7 @@ def analyze(
         attn_implementation=attn_implementation, tf32=tf32, strict=strict,
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
     )
-    _emit(estimate_to_dict(est), estimate_dataframe(est), render_analyze(est, top=top), json_out, csv_out, force)
+    _emit(estimate_to_dict(est), estimate_dataframe(est), render_analyze(est, top=top, explain=explain), json_out, csv_out, force)
     if plot is not None:
         from dnnmap.hardware import load_profile
         from dnnmap.report.plots import estimate_plots

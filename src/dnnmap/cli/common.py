@@ -29,6 +29,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class State:
     debug: bool = False
+    command: str = "result"  # the running command's name: the ``kind`` of its JSON result
 
 
 STATE = State()
@@ -84,6 +85,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        STATE.command = fn.__name__.removesuffix("_cmd").rstrip("_")
         try:
             outputs = [kwargs.get(k) for k in _OUTPUT_OPTIONS if kwargs.get(k) is not None]
             if outputs:  # every command's --json / --csv, checked together before any work
@@ -134,6 +136,14 @@ def refuse_overwrite(path: Path, force: bool) -> None:
     check_writable([path], force)
 
 
-def write_json(path: Path, data: Any, force: bool) -> None:
-    """Strict JSON (no Infinity / NaN) to ``path``."""
-    write_text(path, to_json(data), force)
+def write_json(path: Path, data: Any, force: bool, kind: str | None = None) -> None:
+    """Strict JSON (no Infinity / NaN) to ``path``, stamped with ``schema_version``, ``kind``
+    (default: the command's name) and ``dnnmap_version`` (a list goes under ``results``)."""
+    write_text(path, to_json(stamped(data, kind)), force)
+
+
+def stamped(data: Any, kind: str | None = None) -> dict[str, Any]:
+    """``data`` in the envelope every JSON result carries (see ``dnnmap schema``)."""
+    from dnnmap.report.envelope import envelope
+
+    return envelope(kind or STATE.command, data if isinstance(data, dict) else {"results": data})

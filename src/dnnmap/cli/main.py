@@ -14,6 +14,7 @@ from dnnmap.cli import (
     hardware_cmd,
     partition_cmd,
     report_cmd,
+    schema_cmd,
     sweep_cmd,
     train_cmd,
 )
@@ -54,6 +55,7 @@ train_cmd.register(app)
 generate_cmd.register(app)
 sweep_cmd.register(app)
 report_cmd.register(app)
+schema_cmd.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

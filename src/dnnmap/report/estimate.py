@@ -56,8 +56,19 @@ def estimate_dataframe(est: Estimate) -> pd.DataFrame:
     return est.to_dataframe()
 
 
+def comparison_rows(cmp: Comparison) -> list[dict[str, Any]]:
+    """One record per device with names that do not depend on the devices compared
+    (``speedup_vs_baseline`` and ``baseline``, not ``speedup_vs_<device>``)."""
+    out = []
+    for row in cmp.rows():
+        row["speedup_vs_baseline"] = row.pop(f"speedup_vs_{cmp.baseline}")
+        row["baseline"] = cmp.baseline
+        out.append(row)
+    return out
+
+
 def comparison_to_dict(cmp: Comparison) -> dict[str, Any]:
-    return json_safe(cmp.to_dict(), NULL_WHY)
+    return json_safe({"baseline": cmp.baseline, "devices": comparison_rows(cmp)}, NULL_WHY)
 
 
 def _naive(x: float) -> str:
@@ -66,7 +77,7 @@ def _naive(x: float) -> str:
 
 def comparison_dataframe(cmp: Comparison) -> pd.DataFrame:
     """One row per device (the CSV of ``dnnmap compare``)."""
-    return cmp.to_dataframe()
+    return pd.DataFrame(comparison_rows(cmp))
 
 
 def _summary_rows(est: Estimate) -> list[tuple[str, str]]:
@@ -108,48 +119,78 @@ def render_summary(est: Estimate) -> Any:
     return tbl
 
 
+def _shown(est: Estimate, top: int | None) -> list[Any]:
+    subs = list(est.subgraphs)
+    if top is not None and top < len(subs):
+        keep = {s.subgraph_id for s in sorted(subs, key=lambda s: -s.latency_s)[:top]}
+        subs = [s for s in subs if s.subgraph_id in keep]
+    return subs
+
+
+def render_explanations(est: Estimate, top: int | None = None) -> Any:
+    """``analyze --explain``: why each kernel takes its time, one wrapped paragraph per kernel
+    (long; always in the JSON as ``explanation``)."""
+    from rich.table import Table
+
+    tbl = Table(title="why (per subgraph)", show_header=False, box=None, padding=(0, 1))
+    tbl.add_column(justify="right", no_wrap=True)
+    tbl.add_column(overflow="fold")
+    for s in _shown(est, top):
+        tbl.add_row(str(s.subgraph_id), s.explanation)
+    return tbl
+
+
 def render_subgraphs(est: Estimate, top: int | None = None) -> Any:
     """Per-subgraph table in schedule order; ``top`` keeps the N slowest (order preserved)."""
     from rich.table import Table
 
-    subs = list(est.subgraphs)
-    title = f"per subgraph ({len(subs)} kernels)"
-    if top is not None and top < len(subs):
-        keep = {s.subgraph_id for s in sorted(subs, key=lambda s: -s.latency_s)[:top]}
-        subs = [s for s in subs if s.subgraph_id in keep]
+    subs = _shown(est, top)
+    title = f"per subgraph ({len(est.subgraphs)} kernels)"
+    if len(subs) < len(est.subgraphs):
         title += f", the {top} slowest"
     tbl = Table(title=title)
-    for col in ("#", "subgraph", "units", "util", "compute", "memory", "overhead", "latency", "bound", "energy", "why"):
-        tbl.add_column(col, justify="left" if col in ("subgraph", "why", "bound") else "right")
+    for col in ("#", "subgraph", "units", "util", "compute", "memory", "overhead", "latency", "bound", "energy"):
+        tbl.add_column(col, justify="left" if col in ("subgraph", "bound") else "right",
+                       no_wrap=col != "subgraph", overflow="fold", min_width=12 if col == "subgraph" else None)
     for s in subs:
         tbl.add_row(
             str(s.subgraph_id), s.name, f"{s.units_allocated}/{s.units_total} {s.unit}", percent(s.utilization, 0),
             seconds(s.compute_s), seconds(s.memory_s), seconds(s.overhead_s), seconds(s.latency_s),
-            Text(s.bound.value, style=_BOUND_STYLE[s.bound]), joules(s.energy_j), s.explanation,
+            Text(s.bound.value, style=_BOUND_STYLE[s.bound]), joules(s.energy_j),
         )
     return tbl
 
 
-def render_analyze(est: Estimate, top: int | None = None) -> list[Any]:
+def render_analyze(est: Estimate, top: int | None = None, explain: bool = False) -> list[Any]:
     """``dnnmap analyze``: the per-subgraph table, then the summary."""
-    return [render_subgraphs(est, top), render_summary(est)]
+    return [render_subgraphs(est, top), *([render_explanations(est, top)] if explain else []), render_summary(est)]
+
+
+def _short(x: float, small_digits: int = 1) -> str:
+    """``_short(105881.8) == '105,882'``, ``_short(55.54) == '55.5'``: no digits a table cannot spare."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.{small_digits}f}"
 
 
 def render_compare(cmp: Comparison) -> Any:
-    """``dnnmap compare``: one row per device, side by side."""
+    """``dnnmap compare``: one row per device, side by side; fits 100 columns without cutting a
+    name or a number (device class, units busy and provenance are in --json / --csv; figures
+    shows only when some device's are not theoretical)."""
+    from rich import box
     from rich.table import Table
 
     first = cmp.estimates[0]
-    tbl = Table(title=f"{first.model}: batch {first.batch}, {first.precision.value}, {first.strategy} fusion")
-    cols = ("device", "class", "latency", "throughput /s", "utilization", "units busy", "energy / inf.",
-            "avg power", "bound", "naive error", f"speed-up vs {cmp.baseline}", "figures")
+    provs = {e.provenance.value for e in cmp.estimates}
+    tbl = Table(title=f"{first.model}: batch {first.batch}, {first.precision.value}, {first.strategy} fusion; "
+                f"speed-up vs {cmp.baseline}", box=box.SIMPLE_HEAD, pad_edge=False)
+    cols = ["device", "latency", "per s", "util", "energy/inf", "power", "bound", "x naive", "speed-up"]
+    cols += ["figures"] if provs != {"theoretical"} else []
     for c in cols:
-        tbl.add_column(c, justify="left" if c in ("device", "class", "bound", "figures") else "right")
+        tbl.add_column(c, justify="left" if c in ("device", "bound", "figures") else "right", no_wrap=True)
     for e in cmp.estimates:
         tbl.add_row(
-            e.device, e.device_class, seconds(e.latency_s), f"{e.throughput:,.1f}", percent(e.utilization),
-            percent(e.units_busy), joules(e.energy_j), f"{e.average_power_w:,.1f} W",
-            Text(e.bound.value, style=_BOUND_STYLE[e.bound]), _naive(e.naive_error),
-            f"{cmp.speedup(e.device):,.2f}x", e.provenance.value,
+            e.device, seconds(e.latency_s), _short(e.throughput), percent(e.utilization, 0), joules(e.energy_j),
+            f"{e.average_power_w:,.0f} W", Text(e.bound.value, style=_BOUND_STYLE[e.bound]),
+            _short(e.naive_error) + "x" if math.isfinite(e.naive_error) else "n/a", _short(cmp.speedup(e.device), 2) + "x",
+            *([e.provenance.value] if len(cols) > 9 else []),
         )
     return tbl

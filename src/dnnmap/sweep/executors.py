@@ -36,9 +36,11 @@ def run_inline(tasks: Sequence[Task]) -> Iterator[tuple[int, TaskResult]]:
 
 
 def run_local(tasks: Sequence[Task], workers: int) -> Iterator[tuple[int, TaskResult]]:
-    """A process pool of ``workers``; its processes fork from a server that imported torch once."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["dnnmap.sweep.tasks", "dnnmap.pipeline", "dnnmap.capture"])
+    """A process pool of ``workers``, forked from this process."""
+    # fork (as torch's DataLoader workers do): the workers start with what this process has
+    # imported (torch, the model sources) instead of importing it again (a fork server or
+    # spawn costs seconds per sweep). Nothing here has run a torch op or holds a lock yet.
+    ctx = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
     try:
         pending: dict[Future, int] = {pool.submit(run_group, g, c): i for i, (g, c) in enumerate(tasks)}

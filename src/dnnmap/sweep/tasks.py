@@ -80,9 +80,3 @@ def run_group(group: Group, cases: tuple[Case, ...] | None = None) -> TaskResult
             msg, internal = _error(e)
             rows.append(_row(c, None, msg, internal))
     return TaskResult(tuple(rows), len(todo), 1, time.perf_counter() - t0)
-
-
-def preload() -> None:
-    """What a fresh worker imports once (the local pool's forkserver preloads it)."""
-    import dnnmap.capture  # noqa: F401  (torch, torchvision, transformers)
-    import dnnmap.pipeline  # noqa: F401
