@@ -44,7 +44,8 @@ CPU_PROFILE = ROOT / "calibrated" / "cloud-x86-2c-measured.yaml"
 
 
 def _real_generation(name: str, prompt: int, gen: int, batch: int, repeats: int = 3) -> tuple[float, float]:
-    """(TTFT, median decode step) of greedy generation, median over ``repeats`` runs."""
+    """(TTFT, median decode step) of greedy generation, median over ``repeats`` runs after one
+    untimed warm-up generation (first-call allocations, oneDNN primitive creation)."""
     import torch
     from transformers import DynamicCache
 
@@ -55,7 +56,7 @@ def _real_generation(name: str, prompt: int, gen: int, batch: int, repeats: int 
     ids = torch.randint(0, model.config.vocab_size, (batch, prompt), generator=g)
     ttfts, steps = [], []
     with torch.inference_mode():
-        for _ in range(repeats + 1):
+        for _ in range(repeats + 2):
             cache = DynamicCache(config=model.config)
             t = time.perf_counter()
             out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
@@ -67,18 +68,26 @@ def _real_generation(name: str, prompt: int, gen: int, batch: int, repeats: int 
                 out = model(input_ids=tok, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
                 tok = out.logits[:, -1].argmax(-1, keepdim=True)
                 steps.append(time.perf_counter() - t)
-    return statistics.median(ttfts[1:]), statistics.median(steps[gen - 1:])
+    return statistics.median(ttfts[2:]), statistics.median(steps[2 * (gen - 1):])
+
+
+def _wait_quiet(threshold: float = 1.0, max_wait_s: float = 60.0) -> float:
+    """Wait (bounded) until the 1-minute load average is below ``threshold``; return it."""
+    from dnnmap.calibrate.timing import load_average
+
+    t = time.monotonic()
+    while load_average() > threshold and time.monotonic() - t < max_wait_s:
+        time.sleep(10)
+    return load_average()
 
 
 def cpu() -> tuple[list[str], list[float]]:
-    from dnnmap.calibrate.timing import load_average
-
     lines, errs = [], []
     for name in ("hf:llama-150m", "hf:gpt2"):
         for prompt in (32, 128, 512):
             rep = generate(name, str(CPU_PROFILE), prompt, 16, [1, 4], precision="fp32", mode="eager")
             for b in (1, 4):
-                load = load_average()
+                load = _wait_quiet()
                 ttft, step = _real_generation(name, prompt, 16, b)
                 row = rep.row(b)
                 for what, pred, real in (("TTFT", row.ttft_s, ttft), ("TPOT", row.tpot_mean_s, step)):
