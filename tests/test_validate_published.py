@@ -37,7 +37,12 @@ def write_case(tmp_path: Path, header: str = HEADER, rows: list[str] = ROWS) -> 
     return f
 
 
-def test_validate_measurements_prints_the_statistics_and_writes_json(tmp_path: Path) -> None:
+def test_validate_measurements_prints_the_statistics_and_writes_json(tmp_path: Path, monkeypatch) -> None:
+    from dnnmap.cli import common
+
+    # the consoles fix their width when first imported (COLUMNS of whatever test came first)
+    monkeypatch.setattr(common.console, "width", 200)
+    monkeypatch.setattr(common.err_console, "width", 200)
     f = write_case(tmp_path)
     out = tmp_path / "out.json"
     r = CliRunner().invoke(app, ["validate", "--measurements", str(f), "--json", str(out)], env={"COLUMNS": "200"})
