@@ -10,7 +10,6 @@ from dnnmap.costs.rules import (  # noqa: F401  (imported to register their rule
     data_movement,
     elementwise,
     embedding,
-    generation,
     matmul,
     normalization,
     reduction,

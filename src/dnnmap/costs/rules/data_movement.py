@@ -128,3 +128,13 @@ def index_put_into(ctx: RuleContext) -> OpCost:
 def interpolate(ctx: RuleContext) -> OpCost:
     per_output = _INTERPOLATION[op_name(ctx.op.target)]
     return io_cost(ctx, vector_flops=per_output * first_output(ctx).numel)
+
+
+@cost_rule("index_copy_")
+def index_copy_into(ctx: RuleContext) -> OpCost:
+    # a KV-cache update (StaticCache.update): reads the index and the source, writes
+    # numel(source) elements in place; the rest of the destination is untouched
+    index, source = required(ctx, "index", 2), required(ctx, "source", 3)
+    dst = first_output(ctx)
+    written = min(source.numel, dst.numel) * dst.dtype.itemsize
+    return OpCost(bytes_read=index.nbytes + source.nbytes, bytes_written=written)

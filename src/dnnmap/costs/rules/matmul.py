@@ -212,3 +212,16 @@ def _contract(terms: list[str], out: str, sizes: dict[str, int]) -> tuple[int, i
             vector += prod([sizes[c] for c in labels])
         cur = "".join(c for c in labels if c in need)
     return tensor, vector
+
+
+@cost_rule("_grouped_mm", "grouped_mm", "_scaled_grouped_mm")
+def grouped_mm(ctx: RuleContext) -> OpCost:
+    # mixture of experts: row s of self[S, K] times the weight of its expert (mat2[E, K, N]):
+    # one [S, K] x [K, N] GEMM spread over experts, 2 * S * K * N whatever the routing (other
+    # layouts: 2 * numel(out) * K). Bytes: every expert's weight once, the dense upper bound;
+    # the experts a batch actually reaches are priced by dnnmap.mapping.weights.
+    a, b = required(ctx, "self", 0), required(ctx, "mat2", 1)
+    k = a.shape[-1]
+    if b.shape[-2] != k and b.shape[-1] != k:
+        raise fail(ctx, f"inner dimensions disagree: {a.shape} x {b.shape}")
+    return io_cost(ctx, tensor_flops=2 * out_numel(ctx) * k)

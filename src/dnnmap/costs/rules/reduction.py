@@ -191,3 +191,9 @@ def nll_loss_backward(ctx: RuleContext) -> OpCost:
     # zero the [N, C] gradient and write -g / N at each target: one op per target
     target = required(ctx, "target", 2)
     return io_cost(ctx, vector_flops=target.numel)
+
+
+@cost_rule("histc", "bincount")
+def histogram(ctx: RuleContext) -> OpCost:
+    # tokens per expert: one bin compare + one increment per input element
+    return io_cost(ctx, vector_flops=2 * required(ctx, "self", 0).numel)
