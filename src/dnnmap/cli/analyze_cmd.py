@@ -52,6 +52,10 @@ HostProfileOpt = Annotated[
     str | None, typer.Option("--host-profile", help="A calibrated CPU profile (dnnmap calibrate --out F): its "
                              "measured eager per-op cost drives the GPU's host timeline")
 ]
+PriceOpt = Annotated[
+    float | None, typer.Option("--price-per-hour", min=0, help="USD per device-hour (default: the profile's "
+                               "price_per_hour_usd, if it has one): adds $ per 1,000 inferences / per million tokens")
+]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write plots (PNG and SVG) to DIR")]
 StrategyOverrideOpt = Annotated[
     str | None, typer.Option("--strategy", "-s", help="Override the fusion the mode implies: unfused, greedy, compiler")
@@ -83,6 +87,7 @@ def analyze(
     host_profile: HostProfileOpt = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="Rows of the subgraph table (default: all)")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add each kernel's explanation (always in --json)")] = False,
+    price_per_hour: PriceOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
@@ -102,12 +107,19 @@ def analyze(
         attn_implementation=attn_implementation, tf32=tf32, strict=strict,
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
     )
-    _emit(estimate_to_dict(est), estimate_dataframe(est), render_analyze(est, top=top, explain=explain), json_out, csv_out, force)
+    from dnnmap.hardware import load_profile
+    from dnnmap.hardware.price import cost, cost_line, price_of
+
+    prof = load_profile(hardware, [str(d) for d in hardware_dir or ()])
+    price, source = price_of(prof, price_per_hour)
+    c = cost(est.latency_s, est.batch, price, seq_len, source)
+    data = {**estimate_to_dict(est), "cost": c}
+    line = cost_line(c)
+    _emit(data, estimate_dataframe(est), [*render_analyze(est, top=top, explain=explain), *([line] if line else [])],
+          json_out, csv_out, force)
     if plot is not None:
-        from dnnmap.hardware import load_profile
         from dnnmap.report.plots import estimate_plots
 
-        prof = load_profile(hardware, [str(d) for d in hardware_dir or ()])
         write_files_said(estimate_plots(est, plot, prof), force=True)
 
 

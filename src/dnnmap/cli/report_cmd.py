@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli.analyze_cmd import AttnOpt, ModeOpt, PrecisionOpt, Tf32Opt
+from dnnmap.cli.analyze_cmd import AttnOpt, ModeOpt, PrecisionOpt, PriceOpt, Tf32Opt
 from dnnmap.cli.common import (
     BatchOpt,
     DtypeOpt,
@@ -40,6 +40,7 @@ def report(
     input_shape: InputShapeOpt = None,
     seq_len: SeqLenOpt = None,
     dtype: DtypeOpt = "fp32",
+    price_per_hour: PriceOpt = None,
     hardware_dir: HardwareDirOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -47,6 +48,7 @@ def report(
     (inline SVG, CSS and JS; it loads nothing from the network)."""
     from dnnmap.api import analyze as api_analyze
     from dnnmap.hardware import load_profile
+    from dnnmap.hardware.price import cost, price_of
     from dnnmap.report.html import report_html
 
     force = check_outputs(html_out, force=force) or force
@@ -56,4 +58,5 @@ def report(
     kw.pop("batch")
     est = api_analyze(model, profile, batch=batch, precision=precision, mode=mode,
                       attn_implementation=attn_implementation, tf32=tf32, **kw)
-    write_text(html_out, report_html(est, profile), force)
+    price, source = price_of(profile, price_per_hour)
+    write_text(html_out, report_html(est, profile, cost=cost(est.latency_s, est.batch, price, seq_len, source)), force)

@@ -96,6 +96,8 @@ def sweep(
     workers: Annotated[int | None, typer.Option("--workers", min=0, help="Local processes (default: one per "
                                                 "core; 0: in this process)")] = None,
     ray: RayOpt = None,
+    price_per_hour: Annotated[float | None, typer.Option("--price-per-hour", min=0, help="USD per device-hour for "
+                                                         "every device (default: each profile's, if it has one)")] = None,
     csv_out: CsvOpt = None,
     parquet: Annotated[Path | None, typer.Option("--parquet", help="Write the table as Parquet to FILE")] = None,
     json_out: JsonOpt = None,
@@ -125,11 +127,12 @@ def sweep(
     else:
         raise DnnmapError("name at least one model, or give a sweep --file")
     store = SweepCache(None if no_cache else cache)
-    result = _run(groups, store, workers, ray, run_sweep)
+    result = _run(groups, store, workers, ray, run_sweep, price_per_hour)
     _outputs(spec, result, csv_out, parquet, json_out, plot, force)
 
 
-def _run(groups: list[Any], store: Any, workers: int | None, ray: str | None, run_sweep: Any) -> Any:
+def _run(groups: list[Any], store: Any, workers: int | None, ray: str | None, run_sweep: Any,
+         price: float | None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("cases"),
@@ -139,7 +142,8 @@ def _run(groups: list[Any], store: Any, workers: int | None, ray: str | None, ru
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return run_sweep(groups, cache=store, workers=workers, ray_address=ray, progress=progress)
+        return run_sweep(groups, cache=store, workers=workers, ray_address=ray, progress=progress,
+                         price_per_hour=price)
 
 
 def _outputs(spec: Any, result: Any, csv_out: Path | None, parquet: Path | None, json_out: Path | None,

@@ -16,6 +16,7 @@ so ``sources: {peak_tflops: "datasheet"}`` cites every entry of ``peak_tflops`` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -278,6 +279,9 @@ class HardwareProfile(_Strict):
     energy_pj_per_flop: dict[Precision, Positive] = Field(min_length=1)
     calibration: Calibration | None = None
     interconnect: Interconnect | None = None  # links to peer devices (multi-device plans)
+    # what one device-hour costs (cloud on-demand, or amortized purchase + power); its source in
+    # ``sources.price_per_hour_usd`` must carry the date of the price (prices move)
+    price_per_hour_usd: Positive | None = None
     sources: dict[str, str] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -289,6 +293,7 @@ class HardwareProfile(_Strict):
         if self.provenance is Provenance.CALIBRATED and self.calibration is None:
             raise ValueError("provenance: calibrated profiles need a calibration section")
         _check_sources(self)
+        _check_price_dated(self)
         return self
 
     # convenience for the mappers ------------------------------------------------------------
@@ -440,6 +445,12 @@ def _stated_numbers(value: Any, prefix: str) -> Iterator[str]:
             yield from _stated_numbers(v, f"{prefix}.{seg}")
     elif isinstance(value, int | float) and not isinstance(value, bool):
         yield prefix
+
+
+def _check_price_dated(p: HardwareProfile) -> None:
+    src = p.sources.get("price_per_hour_usd")
+    if p.price_per_hour_usd is not None and not (src and re.search(r"\b(19|20)\d\d\b", src)):
+        raise ValueError("sources.price_per_hour_usd: say where the price comes from and when (a year or date)")
 
 
 def _check_sources(p: HardwareProfile) -> None:

@@ -75,8 +75,9 @@ def _table(headers: Sequence[str], rows: Iterable[str], tid: str, left: Sequence
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _cards(est: Estimate) -> str:
-    items = [
+def _cards(est: Estimate, cost: dict[str, Any] | None = None) -> str:
+    priced = cost is not None and cost.get("usd_per_1000_inferences") is not None
+    items = [*([(f"${cost['usd_per_1000_inferences']:.3g}", "per 1,000 inferences")] if priced else []),
         (seconds(est.latency_s), "latency"), (f"{est.throughput:,.1f}/s", "throughput"),
         (percent(est.flops_utilization, 2), "achieved / peak FLOP/s"), (percent(est.utilization), "utilization"),
         (f"{est.energy_j:.3g} J", "energy per inference"), (f"{est.average_power_w:,.0f} W", "average power"),
@@ -126,6 +127,15 @@ def _provenance(est: Estimate, profile: HardwareProfile | None) -> str:
     return "".join(parts)
 
 
+def _price(cost: dict[str, Any] | None) -> str:
+    if not cost or cost.get("price_per_hour_usd") is None:
+        return "<p>No device-hour price given (--price-per-hour, or price_per_hour_usd in the profile): no cost.</p>"
+    tokens = (f", ${cost['usd_per_million_tokens']:.4g} per million tokens"
+              if cost.get("usd_per_million_tokens") is not None else "")
+    return (f'<p id="cost">Cost: ${cost["usd_per_1000_inferences"]:.4g} per 1,000 inferences{_e(tokens)} at '
+            f'${cost["price_per_hour_usd"]:g} per device-hour ({_e(cost["price_source"])}).</p>')
+
+
 def _ledger(est: Estimate) -> str:
     if not est.unknown_ops:
         return '<p class="ok" id="ledger">Every op has a cost rule: no op was counted as zero work.</p>'
@@ -134,8 +144,10 @@ def _ledger(est: Estimate) -> str:
             f"counted as zero work:</p><ul>{items}</ul></div>")
 
 
-def report_html(est: Estimate, profile: HardwareProfile | None = None, svgs: Sequence[tuple[str, str]] | None = None) -> str:
-    """The page; ``svgs`` are (caption, inline SVG) pairs (default: roofline, timeline, memory)."""
+def report_html(est: Estimate, profile: HardwareProfile | None = None, svgs: Sequence[tuple[str, str]] | None = None,
+                cost: dict[str, Any] | None = None) -> str:
+    """The page; ``svgs`` are (caption, inline SVG) pairs (default: roofline, timeline, memory);
+    ``cost`` is a :func:`dnnmap.hardware.price.cost` record (a card, and its price in provenance)."""
     if svgs is None:
         from dnnmap.report import plots
 
@@ -154,11 +166,11 @@ def report_html(est: Estimate, profile: HardwareProfile | None = None, svgs: Seq
 <body><main>
 <h1>{_e(title)}</h1>
 <p class="sub">{_e(est.precision.value)}, batch {est.batch}, {_e(est.mode)} mode ({_e(est.strategy)} kernels), {_e(est.device_class)}</p>
-{_cards(est)}
+{_cards(est, cost)}
 <h2 id="plots">Plots</h2><div class="plots">{figures}</div>
 <h2>Per kernel ({len(est.subgraphs)})</h2><p class="sub">Click a column to sort.</p>{_kernels(est)}
 <h2>Summary</h2>{_summary(est)}
-<h2>Provenance</h2>{_provenance(est, profile)}
+<h2>Provenance</h2>{_provenance(est, profile)}{_price(cost)}
 <h2>Coverage ledger</h2>{_ledger(est)}
 <h2>Notes</h2><ul class="notes">{notes}</ul>
 <footer>dnnmap {_e(dnnmap_version())}, report schema {SCHEMA_VERSION}. Self-contained: nothing is loaded from the network.</footer>

@@ -83,7 +83,17 @@ class SubgraphRecord(_Open):
     start_s: float | None
 
 
+class CostRecord(_Open):
+    """What the prediction costs at a device-hour price (all null without a price)."""
+
+    price_per_hour_usd: float | None
+    price_source: str | None = Field(description="--price-per-hour, or the profile's dated citation")
+    usd_per_1000_inferences: float | None
+    usd_per_million_tokens: float | None = Field(description="With a sequence length: per token processed")
+
+
 class AnalyzeResult(Envelope):
+    cost: CostRecord | None = None
     summary: EstimateSummary
     notes: list[str]
     unknown_ops: list[str]
@@ -103,6 +113,7 @@ class CompareResult(Envelope):
 def _sweep_row() -> type[BaseModel]:
     from dnnmap.sweep.table import (
         CASE_COLUMNS,
+        COST_COLUMNS,
         INT_COLUMNS,
         METRIC_COLUMNS,
         STR_COLUMNS,
@@ -112,7 +123,7 @@ def _sweep_row() -> type[BaseModel]:
     def kind(c: str) -> Any:
         return int | None if c in INT_COLUMNS else str | None if c in STR_COLUMNS else float | None
 
-    cols = [*CASE_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS]
+    cols = [*CASE_COLUMNS, *METRIC_COLUMNS, *COST_COLUMNS, *TAIL_COLUMNS]
     return create_model("SweepRow", __base__=_Open, __doc__="One case: the table's columns (CSV / Parquet names).",
                         **{c: (kind(c), None) for c in cols})
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from dnnmap.hardware.price import cost, price_of
 from dnnmap.sweep import executors
 from dnnmap.sweep.cache import SweepCache, case_key
 from dnnmap.sweep.spec import Case, Group, SweepSpec, expand, resolve
@@ -48,6 +49,14 @@ class SweepResult:
         return [r for r in self.rows if r.get("error")]
 
 
+def _priced(row: dict[str, Any], profile: Any, given: float | None) -> dict[str, Any]:
+    """The row with its cost columns (derived, never cached: a price changes, the case does not)."""
+    price, source = price_of(profile, given)
+    lat = row.get("latency_s")
+    c = cost(lat, row["batch"], price, row.get("seq_len"), source) if lat is not None else cost(0, 1, None)
+    return {**row, **c}
+
+
 def dnnmap_version() -> str:
     try:
         return version("dnnmap")
@@ -62,11 +71,13 @@ def plan(spec: SweepSpec, lines: dict | None = None, where: str = "") -> list[Gr
 
 
 def run_sweep(spec: SweepSpec | list[Group], cache: SweepCache | str | None = None, workers: int | None = None,
-              ray_address: str | None = None, progress: Progress | None = None) -> SweepResult:
+              ray_address: str | None = None, progress: Progress | None = None,
+              price_per_hour: float | None = None) -> SweepResult:
     """Every case of ``spec`` (or of already planned groups), from the cache where it is there.
 
     ``workers``: local processes (default: one per core, at most one per group; 0 = run in this
-    process); ``ray_address``: run on Ray instead (``"local"`` starts a local instance)."""
+    process); ``ray_address``: run on Ray instead (``"local"`` starts a local instance);
+    ``price_per_hour``: USD per device-hour for every device (default: each profile's, if any)."""
     t0 = time.perf_counter()
     groups = plan(spec) if isinstance(spec, SweepSpec) else spec
     store = cache if isinstance(cache, SweepCache) else SweepCache(cache)
@@ -110,6 +121,6 @@ def run_sweep(spec: SweepSpec | list[Group], cache: SweepCache | str | None = No
                 progress(done, total)
     else:
         name = "cache"
-    rows = [results[key] for _, key in order]
+    rows = [_priced(results[key], profiles[c.device], price_per_hour) for c, key in order]
     return SweepResult(rows, total, total - computed, computed, captures, len(groups),
                        time.perf_counter() - t0, name)

@@ -2,7 +2,7 @@
 
 Columns: the case (``CASE_COLUMNS``), every headline metric of ``Estimate.summary()`` with its
 provenance (``METRIC_COLUMNS``; a metric added to the summary later is appended after them,
-sorted), then ``error`` (why a case has no numbers), ``case_key`` (its cache key) and
+sorted), what a case costs where a price is known (``COST_COLUMNS``), then ``error`` (why a case has no numbers), ``case_key`` (its cache key) and
 ``dnnmap_version``.
 
 >>> frame([{"model": "m", "device": "d", "batch": 1, "latency_s": 0.5}]).columns[:3].tolist()
@@ -25,18 +25,19 @@ METRIC_COLUMNS = (
     "energy_per_inference_j", "energy_per_sample_j", "average_power_w", "bound", "flops", "bytes",
     "ridge_point", "naive_latency_s", "naive_error", "host_s", "device_idle_s",
 )
+COST_COLUMNS = ("price_per_hour_usd", "price_source", "usd_per_1000_inferences", "usd_per_million_tokens")
 TAIL_COLUMNS = ("error", "case_key", "dnnmap_version")
 INT_COLUMNS = ("batch", "seq_len", "unknown_ops", "subgraphs", "streams", "flops", "bytes")
 STR_COLUMNS = ("model", "device", "precision", "mode", "attn_implementation", "tf32", "dtype", "input_shape",
                "device_class",
-               "strategy", "provenance", "bound", "error", "case_key", "dnnmap_version")
+               "strategy", "provenance", "bound", "price_source", "error", "case_key", "dnnmap_version")
 
 
 def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The fixed columns, then any metric the summary has grown since (sorted)."""
-    fixed = [*CASE_COLUMNS, *METRIC_COLUMNS, *TAIL_COLUMNS]
+    fixed = [*CASE_COLUMNS, *METRIC_COLUMNS, *COST_COLUMNS, *TAIL_COLUMNS]
     extra = sorted({k for r in rows for k in r if k not in fixed and not k.startswith("_")})
-    return [*CASE_COLUMNS, *METRIC_COLUMNS, *extra, *TAIL_COLUMNS]
+    return [*CASE_COLUMNS, *METRIC_COLUMNS, *extra, *COST_COLUMNS, *TAIL_COLUMNS]
 
 
 def frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
