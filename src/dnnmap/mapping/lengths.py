@@ -58,7 +58,10 @@ class Bilinear:
             raise NotBilinearError("samples differ in length: the graphs differ in structure")
         return cls((b0, b1), (l0, l1), tuple(tuple(samples[p]) for p in ((b0, l0), (b1, l0), (b0, l1), (b1, l1))))
 
-    def __call__(self, batch: int, length: int) -> list[int]:
+    def __call__(self, batch: int, length: int, exact: bool = True) -> list[int]:
+        """The values at (batch, length). ``exact``: a non-integer result means the samples were
+        not bilinear (raise); otherwise round to the nearest integer (counts restated at another
+        precision carry a rounding of at most one byte per sample)."""
         (b0, b1), (l0, l1) = self.b, self.l
         db, dl = (b1 - b0) or 1, (l1 - l0) or 1
         wb = (batch - b0, b1 - batch) if b1 != b0 else (0, 1)
@@ -69,7 +72,9 @@ class Bilinear:
         for v00, v10, v01, v11 in zip(*self.corners, strict=True):
             num = v00 * w00 + v10 * w10 + v01 * w01 + v11 * w11
             q, r = divmod(num, den)
-            if r:
+            if r and not exact:
+                q += 2 * r >= den
+            elif r:
                 raise NotBilinearError(f"value {num}/{den} at (B={batch}, L={length}) is not an integer")
             out.append(q)
         return out
@@ -161,7 +166,7 @@ class WorkFunction:
     fit: Bilinear
 
     def __call__(self, batch: int, length: int) -> tuple[Work, ...]:
-        return works_from(self.template, self.fit(batch, length))
+        return works_from(self.template, self.fit(batch, length, exact=False))
 
     @classmethod
     def of(cls, samples: Mapping[Point, Sequence[Work]]) -> WorkFunction:
