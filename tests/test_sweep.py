@@ -182,3 +182,15 @@ def test_ray_gives_byte_identical_results_to_the_local_pool(tiny: str, tmp_path:
     assert files["ray"][0] == files["pool"][0]
     assert files["ray"][1] == files["pool"][1]
     assert len(pd.read_parquet(io.BytesIO(files["ray"][1]))) == 3 * 2 * 2 * 2
+
+
+def test_a_sweep_file_runs_like_the_options(tiny: str, tmp_path: Path) -> None:
+    f = tmp_path / "sweep.yaml"
+    f.write_text(f"models: [{tiny}]\ndevices: [l4, tpu-v5e]\nbatch: 8\nprecision: [bf16, int8]\ninput_shape: '64'\n")
+    out = tmp_path / "s.csv"
+    r = CliRunner().invoke(app, ["sweep", "--file", str(f), "--no-cache", "--workers", "0", "--csv", str(out)])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    assert len(df) == 2 * 2 and set(df["device"]) == {"l4", "tpu-v5e"} and set(df["batch"]) == {8}
+    r = CliRunner().invoke(app, ["sweep", tiny, "--file", str(f)])
+    assert r.exit_code == 2 and "not both" in r.output

@@ -79,7 +79,7 @@ def _names(text: str | None) -> list[str] | None:
 @handle_errors
 def sweep(
     models: Annotated[list[str] | None, typer.Argument(help="Models (as for analyze); or give --file")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="YAML sweep file (see docs/sweep.md)")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="YAML sweep file: models, devices, batch, precision, seq_len, mode (see README)")] = None,
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="Comma-separated profiles, or 'all'")] = "all",
     batch: Annotated[str, typer.Option("--batch", "-b", help="Comma-separated batch sizes")] = "1",
     precision: Annotated[str, typer.Option("--precision", "-p", help="Comma-separated precisions")] = "fp32",
