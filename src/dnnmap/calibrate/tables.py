@@ -5,8 +5,8 @@ where ``t_dispatch`` is the measured cost of the same call on a 1-element proble
 the peak (a tiny problem whose time is all dispatch). The mapper adds the dispatch term back,
 so at every grid point ``dispatch + flops / throughput`` reproduces the measured time.
 
->>> _rate(flops=2_000, seconds=3e-6, dispatch=1e-6, peak=1e12)  # 2000 FLOP in 2 us of work
-1000000000.0
+>>> round(_rate(flops=2_000, seconds=3e-6, dispatch=1e-6, peak=1e12))  # 2000 FLOP in 2 us of work
+1000000000
 >>> _rate(flops=2_000, seconds=1e-6, dispatch=1e-6, peak=1e12)  # all dispatch: capped at peak
 1000000000000.0
 """

@@ -4,8 +4,8 @@
 >>> from dnnmap.fusion.toy import attention_block
 >>> p = partition(attention_block(), "compiler")
 >>> est = map_partition(p, "h100-sxm5", precision="bf16")
->>> est.bound.value, est.latency_s > est.naive_latency_s
-('overhead', True)
+>>> est.bound.value, est.latency_s > est.naive_latency_s   # tiny kernels: the host's launches set the pace
+('host', True)
 >>> cmp = compare_partition(p, ["h100-sxm5", "i7-12700k"], baseline="i7-12700k")
 >>> cmp.speedup("i7-12700k"), len(cmp.to_dataframe())
 (1.0, 2)

@@ -26,8 +26,10 @@ than what the shared bandwidth and compute allow.
 >>> from dnnmap.fusion import partition
 >>> from dnnmap.fusion.toy import residual_block
 >>> from dnnmap.mapping import map_partition
->>> est = map_partition(partition(residual_block()), "h100-sxm5", streams=4)
->>> est.latency_s <= est.serial_latency_s
+>>> p = partition(residual_block())
+>>> one = map_partition(p, "h100-sxm5", mode="cudagraph")
+>>> four = map_partition(p, "h100-sxm5", streams=4, mode="cudagraph")
+>>> four.latency_s <= one.latency_s
 True
 """
 

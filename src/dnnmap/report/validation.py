@@ -3,7 +3,7 @@ for ``docs/validation.md``.
 
 >>> from dnnmap.validate.record import ValidationReport
 >>> r = ValidationReport("p", "calibrated", "cpu", "AMD EPYC", 2, "unfused", "fp32", (), "2026-01-01")
->>> "median |error|" in validation_markdown(r)
+>>> "MAPE" in validation_markdown(r) and "median" in validation_markdown(r)
 True
 """
 
