@@ -141,3 +141,18 @@ def test_analyze_refuses_bad_mode_and_a_host_profile_without_measurements(model_
     res = runner.invoke(app, ["analyze", model_file, "--input-shape", "3,8,8", "--hardware", "a100-pcie-40gb",
                               "--host-profile", "h100-sxm5"])
     assert res.exit_code != 0 and "no measured per-op dispatch" in res.output
+
+
+def test_analyze_stored_weights_shrink_memory(tmp_path: Path) -> None:
+    """--weights int8 stores matmul weights in one byte (plus scales): less memory than fp32."""
+    outs = {}
+    for w in (None, "int8"):
+        out = tmp_path / f"{w}.json"
+        args = ["analyze", "hf:gpt2", "--hardware", "l4", "--seq-len", "16", "--json", str(out)]
+        res = runner.invoke(app, args + (["--weights", w] if w else []))
+        assert res.exit_code == 0, res.output
+        outs[w] = json.loads(out.read_text())["summary"]
+    # GPT-2's block matmul weights: 12 layers x (768x2304 + 768x768 + 2 x 768x3072) fp32 -> int8
+    matmul = 12 * (768 * 2304 + 768 * 768 + 2 * 768 * 3072)
+    saved = outs[None]["memory_bytes"] - outs["int8"]["memory_bytes"]
+    assert 0.9 * 3 * matmul <= saved <= 3 * matmul  # 3 of every 4 bytes saved, less the scales

@@ -12,11 +12,14 @@ from dnnmap.cli.common import (
     CsvOpt,
     DtypeOpt,
     ForceOpt,
+    GroupSizeOpt,
     HardwareDirOpt,
     InputShapeOpt,
     JsonOpt,
+    KvDtypeOpt,
     ModelArg,
     SeqLenOpt,
+    WeightsOpt,
     capture_kwargs,
     console,
     handle_errors,
@@ -85,6 +88,9 @@ def analyze(
     strict: StrictOpt = False,
     host_dispatch_us: HostOpt = None,
     host_profile: HostProfileOpt = None,
+    weights: WeightsOpt = None,
+    group_size: GroupSizeOpt = 128,
+    kv_dtype: KvDtypeOpt = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="Rows of the subgraph table (default: all)")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add each kernel's explanation (always in --json)")] = False,
     price_per_hour: PriceOpt = None,
@@ -105,7 +111,8 @@ def analyze(
         model, hardware, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
         onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
         attn_implementation=attn_implementation, tf32=tf32, strict=strict,
-        host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
+        host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir),
+        weights=weights, group_size=group_size, kv_dtype=kv_dtype, **kw,
     )
     from dnnmap.hardware import load_profile
     from dnnmap.hardware.price import cost, cost_line, price_of
@@ -142,6 +149,9 @@ def compare(
     strict: StrictOpt = False,
     host_dispatch_us: HostOpt = None,
     host_profile: HostProfileOpt = None,
+    weights: WeightsOpt = None,
+    group_size: GroupSizeOpt = 128,
+    kv_dtype: KvDtypeOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
@@ -159,7 +169,8 @@ def compare(
         model, hardware, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
         baseline=baseline, onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
         attn_implementation=attn_implementation, tf32=tf32, strict=strict,
-        host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir), **kw,
+        host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir),
+        weights=weights, group_size=group_size, kv_dtype=kv_dtype, **kw,
     )
     _emit(comparison_to_dict(cmp), comparison_dataframe(cmp), [render_compare(cmp)], json_out, csv_out, force)
     if plot is not None:

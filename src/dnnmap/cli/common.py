@@ -147,3 +147,9 @@ def stamped(data: Any, kind: str | None = None) -> dict[str, Any]:
     from dnnmap.report.envelope import envelope
 
     return envelope(kind or STATE.command, data if isinstance(data, dict) else {"results": data})
+
+
+# stored weights / KV cache (analyze, compare, generate): one declaration each
+WeightsOpt = Annotated[str | None, typer.Option("--weights", help="Stored weights: int8, int4, fp8 (matmuls run at --precision)")]
+GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="int4 scale group size")]
+KvDtypeOpt = Annotated[str | None, typer.Option("--kv-dtype", help="KV cache: fp16, bf16, fp8, fp32")]

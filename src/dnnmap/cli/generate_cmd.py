@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli.common import ForceOpt, JsonOpt, console, handle_errors, write_json
+from dnnmap.cli.common import (
+    ForceOpt,
+    GroupSizeOpt,
+    JsonOpt,
+    KvDtypeOpt,
+    WeightsOpt,
+    console,
+    handle_errors,
+    write_json,
+)
 from dnnmap.errors import DnnmapError
 
 
@@ -37,9 +46,9 @@ def generate(
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma separated: 1,8,32")] = "1",
     precision: Annotated[str, typer.Option("--precision", help="Activation / compute precision")] = "bf16",
     mode: Annotated[str, typer.Option("--mode", help="cudagraph (serving engines), compiled, eager (HF generate)")] = "cudagraph",
-    weights: Annotated[str | None, typer.Option("--weights", help="Stored weights: int8, int4, fp8")] = None,
-    group_size: Annotated[int, typer.Option("--group-size", min=1, help="int4 scale group size")] = 128,
-    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="KV cache: fp16, bf16, fp8, fp32")] = None,
+    weights: WeightsOpt = None,
+    group_size: GroupSizeOpt = 128,
+    kv_dtype: KvDtypeOpt = None,
     capacity_factor: Annotated[float | None, typer.Option("--capacity-factor", help="MoE expert capacity factor (default: dropless)")] = None,
     attn_implementation: Annotated[str | None, typer.Option("--attn-implementation")] = None,
     tf32: Annotated[str, typer.Option("--tf32", help="default, on, off")] = "default",
