@@ -20,7 +20,6 @@ from dnnmap.mapping import Bound, Device, map_partition
 from dnnmap.mapping.engine import estimate, weights_home
 from dnnmap.mapping.estimate import FigureSource
 from dnnmap.mapping.gpu import (
-    DRAM_LATENCY_S,
     ELEM_THREADS,
     SIMT_LOOP_INSTR,
     VECTOR_LOAD_BYTES,
@@ -29,6 +28,7 @@ from dnnmap.mapping.gpu import (
     simt_issue,
 )
 from dnnmap.mapping.residency import l2_hits
+from dnnmap.mapping.sm_terms import DRAM_LATENCY_S
 from dnnmap.mapping.workload import Work
 from dnnmap.pipeline import Scenario, estimate_on, prepare
 from test_mapping_gpu import gemm_work, relu_work

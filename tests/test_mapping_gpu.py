@@ -16,7 +16,6 @@ from dnnmap.ir import OpClass
 from dnnmap.mapping import Bound, Device
 from dnnmap.mapping.engine import estimate, weights_home
 from dnnmap.mapping.gpu import (
-    DRAM_LATENCY_S,
     ELEM_THREADS,
     ELEMS_PER_THREAD,
     K_STEP_BYTES,
@@ -25,6 +24,7 @@ from dnnmap.mapping.gpu import (
     gemm_tiling,
     place,
 )
+from dnnmap.mapping.sm_terms import DRAM_LATENCY_S
 from dnnmap.mapping.workload import Work
 
 

@@ -78,7 +78,8 @@ from dnnmap.hardware.schema import GpuCompute, MemoryScope
 from dnnmap.ir import OpClass
 from dnnmap.mapping.device import Device
 from dnnmap.mapping.engine import Placement
-from dnnmap.mapping.gpu import FULL_RATE_TILE_AREA, REG_OVERHEAD, _little
+from dnnmap.mapping.sm_terms import FULL_RATE_TILE_AREA, REG_OVERHEAD
+from dnnmap.mapping.sm_terms import little as _little
 from dnnmap.mapping.workload import Work
 
 BR_CANDIDATES = (128, 64)  # query rows per block (FA2 Sec. 3.3: {64, 128})

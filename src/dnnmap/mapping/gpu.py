@@ -54,6 +54,8 @@ from dnnmap.hardware.schema import GpuCompute
 from dnnmap.ir import OpClass
 from dnnmap.mapping.device import Device
 from dnnmap.mapping.engine import Placement
+from dnnmap.mapping.sm_terms import FULL_RATE_TILE_AREA, REG_OVERHEAD
+from dnnmap.mapping.sm_terms import little as _little
 from dnnmap.mapping.workload import Work
 
 TILE_EDGES = (128, 64, 32, 16)  # candidate tensor-core tile edges for M and N
@@ -63,7 +65,6 @@ MIN_K_ITERS_PER_SPLIT = 4  # split-K only while each split keeps >= 4 K steps
 ELEM_THREADS = 256  # threads per block of an elementwise / reduction kernel
 VECTOR_LOAD_BYTES = 16  # one 128-bit (LDG.128) load per thread per step, whatever the dtype
 ELEMS_PER_THREAD = VECTOR_LOAD_BYTES // 4  # fp32 elements per thread per step (16 int8)
-REG_OVERHEAD = 40  # registers per thread beyond the fp32 accumulators (addresses, fragments)
 # SIMT SGEMM (CUDA cores): cuBLAS' sgemm kernels stage 8 elements of K per shared-memory
 # buffer, double-buffered (the open SGEMM designs it follows: Scott Gray's maxas SGEMM notes,
 # CUTLASS 'SIMT' GemmShape<128,128,8>); ~2 loop / address instructions per K step
@@ -75,13 +76,6 @@ SCHEDULERS_PER_SM = 4  # warp schedulers (SM sub-partitions) per SM / SIMD units
 # 32x128, 128x32, 32x32_sliced1x4} kernel names, threads per block as they launch
 DEFAULT_SIMT_TILES = ((128, 128, 256), (128, 64, 128), (64, 64, 64), (32, 128, 256), (128, 32, 256),
                       (32, 32, 128))
-# Load-to-use latency of a DRAM / HBM access under load (Jia et al., "Dissecting the NVIDIA
-# Volta / Turing GPU architecture via microbenchmarking", 2018/2019; Luo et al., "Benchmarking
-# and dissecting the Nvidia Hopper GPU architecture", 2024: ~450-750 cycles at 1-2 GHz).
-# estimated; a calibrated profile replaces the whole bandwidth term by measured tables.
-DRAM_LATENCY_S = 600e-9
-FULL_RATE_TILE_AREA = 128 * 128  # outputs in flight per SM for full MMA rate (two 64-row
-# Hopper warpgroups x 128 columns; CUTLASS's smallest full-throughput sm80/sm90 tiles)
 _REDUCING = (OpClass.REDUCTION, OpClass.NORMALIZATION, OpClass.SOFTMAX)
 
 
@@ -273,11 +267,6 @@ def _vector(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
         tensor_rate=rate, vector_rate=rate, mem_share=share, detail=detail,
         factors={"quantization": quantization, "occupancy": occupancy, "waves": waves, "blocks": blocks},
     )
-
-
-def _little(bytes_in_flight: float, dev: Device) -> float:
-    """Share of main-memory bandwidth sustained with ``bytes_in_flight`` outstanding (Little's law)."""
-    return max(1e-6, min(1.0, bytes_in_flight / (dev.dram.bandwidth * DRAM_LATENCY_S)))
 
 
 def place(work: Work, dev: Device) -> Placement:
