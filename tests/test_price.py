@@ -81,3 +81,35 @@ def test_sweep_has_cost_columns(tmp_path: Path) -> None:
     given = run_sweep(spec, cache=tmp_path / "c", workers=0, price_per_hour=2.0).frame.set_index("device")
     assert given.loc["t4", "usd_per_1000_inferences"] == pytest.approx(2.0 / 3600 * given.loc["t4", "latency_s"] * 1000)
     assert set(given["price_source"]) == {"--price-per-hour"}
+
+
+def test_compare_has_a_cost_per_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The profile's price where it has one, nulls where not; --price-per-hour applies to all;
+    the text table keeps to 100 columns."""
+    from dnnmap.cli import common
+    from dnnmap.report.estimate import _usd
+    from dnnmap.report.schemas import model_for
+
+    monkeypatch.setattr(common.console, "width", 100)
+    (tmp_path / "tiny.py").write_text(TINY)
+    hw = priced_l4(tmp_path)
+    base = ["compare", f"{tmp_path / 'tiny.py'}:build", "--input-shape", "64", "-b", "4", "--hardware-dir", str(hw),
+            "-H", "priced-l4,t4,jetson-agx-orin,a100-sxm4-80gb,cloud-x86-2c,h100-sxm5,kpu-t100,tpu-v5e"]
+    out, csv = tmp_path / "c.json", tmp_path / "c.csv"
+    r = CliRunner().invoke(app, [*base, "--json", str(out), "--csv", str(csv)])
+    assert r.exit_code == 0, r.output
+    doc = model_for("compare").model_validate(json.loads(out.read_text()))
+    rows = {d["device"]: d for d in doc.model_dump()["devices"]}
+    lat = rows["priced-l4"]["latency_s"]
+    assert rows["priced-l4"]["usd_per_1000_inferences"] == pytest.approx(0.8 / 3600 * lat / 4 * 1000)
+    assert rows["t4"]["usd_per_1000_inferences"] is None and rows["t4"]["price_per_hour_usd"] is None
+    import pandas as pd
+
+    assert "usd_per_1000_inferences" in pd.read_csv(csv).columns
+    r = CliRunner().invoke(app, [*base, "--price-per-hour", "2", "--json", str(out), "--force"])
+    assert r.exit_code == 0, r.output
+    rows = {d["device"]: d for d in json.loads(out.read_text())["devices"]}
+    assert {d["price_source"] for d in rows.values()} == {"--price-per-hour"}
+    assert rows["t4"]["usd_per_1000_inferences"] == pytest.approx(2 / 3600 * rows["t4"]["latency_s"] / 4 * 1000)
+    assert "$/1k inf" in r.stdout and _usd(rows["t4"]["usd_per_1000_inferences"]) in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 100 and "…" not in r.stdout

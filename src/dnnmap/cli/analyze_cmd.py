@@ -152,6 +152,7 @@ def compare(
     weights: WeightsOpt = None,
     group_size: GroupSizeOpt = 128,
     kv_dtype: KvDtypeOpt = None,
+    price_per_hour: PriceOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
     csv_out: CsvOpt = None,
@@ -172,11 +173,25 @@ def compare(
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir),
         weights=weights, group_size=group_size, kv_dtype=kv_dtype, **kw,
     )
-    _emit(comparison_to_dict(cmp), comparison_dataframe(cmp), [render_compare(cmp)], json_out, csv_out, force)
+    from dnnmap.report.estimate import comparison_costs
+
+    costs = comparison_costs(cmp, _compared_profiles(hardware, hardware_dir), price_per_hour, seq_len)
+    _emit(comparison_to_dict(cmp, costs), comparison_dataframe(cmp, costs), [render_compare(cmp, costs)],
+          json_out, csv_out, force)
     if plot is not None:
         from dnnmap.report.plots import comparison_plots
 
         write_files_said(comparison_plots(cmp, plot), force=True)
+
+
+def _compared_profiles(hardware: str, dirs: Any) -> dict[str, Any]:
+    """Device name -> profile of every device ``compare`` mapped onto (for their prices)."""
+    from dnnmap.hardware import list_profiles, load_profile
+
+    ds = [str(d) for d in dirs or ()]
+    names = [h.strip() for h in hardware.split(",") if h.strip()]
+    profs = list_profiles(ds) if hardware == "all" else [load_profile(h, ds) for h in names]
+    return {p.name: p for p in profs}
 
 
 def _check_plot_dir(plot: Path | None) -> None:

@@ -56,28 +56,44 @@ def estimate_dataframe(est: Estimate) -> pd.DataFrame:
     return est.to_dataframe()
 
 
-def comparison_rows(cmp: Comparison) -> list[dict[str, Any]]:
+def comparison_costs(cmp: Comparison, profiles: dict[str, Any], given: float | None,
+                     seq_len: int | None = None) -> dict[str, dict[str, Any]]:
+    """Device -> cost record (:func:`dnnmap.hardware.price.cost`): ``given`` (``--price-per-hour``)
+    for every device, else each profile's own sourced price, else nulls."""
+    from dnnmap.hardware.price import cost, price_of
+
+    out = {}
+    for e in cmp.estimates:
+        price, source = price_of(profiles.get(e.device), given)
+        out[e.device] = cost(e.latency_s, e.batch, price, seq_len, source)
+    return out
+
+
+def comparison_rows(cmp: Comparison, costs: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One record per device with names that do not depend on the devices compared
-    (``speedup_vs_baseline`` and ``baseline``, not ``speedup_vs_<device>``)."""
+    (``speedup_vs_baseline`` and ``baseline``, not ``speedup_vs_<device>``); with ``costs``,
+    each row also carries the cost fields (null where the device has no price)."""
     out = []
     for row in cmp.rows():
         row["speedup_vs_baseline"] = row.pop(f"speedup_vs_{cmp.baseline}")
         row["baseline"] = cmp.baseline
+        if costs is not None:
+            row.update(costs[row["device"]])
         out.append(row)
     return out
 
 
-def comparison_to_dict(cmp: Comparison) -> dict[str, Any]:
-    return json_safe({"baseline": cmp.baseline, "devices": comparison_rows(cmp)}, NULL_WHY)
+def comparison_to_dict(cmp: Comparison, costs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    return json_safe({"baseline": cmp.baseline, "devices": comparison_rows(cmp, costs)}, NULL_WHY)
 
 
 def _naive(x: float) -> str:
     return f"{x:,.1f}x" if math.isfinite(x) else "n/a (no FLOPs)"
 
 
-def comparison_dataframe(cmp: Comparison) -> pd.DataFrame:
+def comparison_dataframe(cmp: Comparison, costs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per device (the CSV of ``dnnmap compare``)."""
-    return pd.DataFrame(comparison_rows(cmp))
+    return pd.DataFrame(comparison_rows(cmp, costs))
 
 
 def _summary_rows(est: Estimate) -> list[tuple[str, str]]:
@@ -171,10 +187,17 @@ def _short(x: float, small_digits: int = 1) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.{small_digits}f}"
 
 
-def render_compare(cmp: Comparison) -> Any:
+def _usd(x: float | None) -> str:
+    """``_usd(0.0421) == '0.0421'``, ``_usd(1.33e-05) == '1.33e-5'``: short enough for 100 columns."""
+    if x is None:
+        return "-"
+    return f"{x:.3g}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}".replace("e-0", "e-")
+
+
+def render_compare(cmp: Comparison, costs: dict[str, dict[str, Any]] | None = None) -> Any:
     """``dnnmap compare``: one row per device, side by side; fits 100 columns without cutting a
     name or a number (device class, units busy and provenance are in --json / --csv; figures
-    shows only when some device's are not theoretical)."""
+    shows only when some device's are not theoretical; with a price, $/1k inf replaces x naive)."""
     from rich import box
     from rich.table import Table
 
@@ -182,7 +205,10 @@ def render_compare(cmp: Comparison) -> Any:
     provs = {e.provenance.value for e in cmp.estimates}
     tbl = Table(title=f"{first.model}: batch {first.batch}, {first.precision.value}, {first.strategy} fusion; "
                 f"speed-up vs {cmp.baseline}", box=box.SIMPLE_HEAD, pad_edge=False)
-    cols = ["device", "latency", "per s", "util", "energy/inf", "power", "bound", "x naive", "speed-up"]
+    priced = costs is not None and any(c["price_per_hour_usd"] is not None for c in costs.values())
+    # with a price, $ per 1,000 inferences takes the place of x naive (still in --json / --csv)
+    cols = ["device", "latency", "per s", "util", "energy/inf", "power", "bound",
+            "$/1k inf" if priced else "x naive", "speed-up"]
     cols += ["figures"] if provs != {"theoretical"} else []
     for c in cols:
         tbl.add_column(c, justify="left" if c in ("device", "bound", "figures") else "right", no_wrap=True)
@@ -190,7 +216,9 @@ def render_compare(cmp: Comparison) -> Any:
         tbl.add_row(
             e.device, seconds(e.latency_s), _short(e.throughput), percent(e.utilization, 0), joules(e.energy_j),
             f"{e.average_power_w:,.0f} W", Text(e.bound.value, style=_BOUND_STYLE[e.bound]),
-            _short(e.naive_error) + "x" if math.isfinite(e.naive_error) else "n/a", _short(cmp.speedup(e.device), 2) + "x",
-            *([e.provenance.value] if len(cols) > 9 else []),
+            _usd(costs[e.device]["usd_per_1000_inferences"]) if priced and costs
+            else _short(e.naive_error) + "x" if math.isfinite(e.naive_error) else "n/a",
+            _short(cmp.speedup(e.device), 2) + "x",
+            *([e.provenance.value] if "figures" in cols else []),
         )
     return tbl

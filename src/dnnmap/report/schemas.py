@@ -103,6 +103,11 @@ class AnalyzeResult(Envelope):
 class CompareRow(EstimateSummary):
     speedup_vs_baseline: float
     baseline: str
+    price_per_hour_usd: float | None = Field(default=None, description="USD per device-hour (--price-per-hour "
+                                             "for every device, else the profile's)")
+    price_source: str | None = None
+    usd_per_1000_inferences: float | None = None
+    usd_per_million_tokens: float | None = None
 
 
 class CompareResult(Envelope):
