@@ -105,3 +105,49 @@ def test_analyze_and_compare_write_plots(tmp_path: Path) -> None:
         valid(p, p.read_bytes())
     r = CliRunner().invoke(app, ["analyze", model, "--input-shape", "64", "-H", "l4", "--plot", str(out / "tiny-build-devices.png")])
     assert r.exit_code == 2 and "is a file, not a directory" in r.output
+
+
+LLM = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+       "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
+       "max_position_embeddings": 512, "tie_word_embeddings": False}
+
+
+def test_generate_and_train_write_plots(tmp_path: Path) -> None:
+    """generate: latency / throughput vs batch and memory vs capacity; train: the step split and
+    memory per device, one bar per plan; a plot directory that is a file fails before any work."""
+    import json
+
+    (tmp_path / "tiny.json").write_text(json.dumps(LLM))
+    model, out = f"hf:{tmp_path / 'tiny.json'}", tmp_path / "plots"
+    r = CliRunner().invoke(app, ["generate", model, "-H", "h100-sxm5", "--prompt", "8", "--gen", "4",
+                                 "--batch", "1,2", "--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["train", model, "-H", "h100-sxm5", "--seq-len", "16", "--batch", "4",
+                                 "--plot", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"hf-tiny-h100-sxm5-{k}.{x}" for k in ("generate-latency", "generate-memory", "train-step", "train-memory")
+        for x in ("png", "svg"))
+    for p in out.iterdir():
+        valid(p, p.read_bytes())
+    for cmd in (["generate", model, "-H", "h100-sxm5"], ["train", model, "-H", "h100-sxm5"]):
+        r = CliRunner().invoke(app, [*cmd, "--plot", str(out / "hf-tiny-h100-sxm5-train-step.png")])
+        assert r.exit_code == 2 and "is a file, not a directory" in r.output
+
+
+def test_training_figure_has_a_bar_per_plan_and_part() -> None:
+    from dnnmap.training.memory import StepMemory
+    from dnnmap.training.step import TrainEstimate
+
+    mem = StepMemory(4_000_000_000, 4_000_000_000, 8_000_000_000, 10_000_000_000, 30_000_000_000)
+    ests = [TrainEstimate("m", "h100-sxm5", 8, None, "bf16", "adamw", "none", 0.01, 0.02, 0.003, c, 10**12, 1e15, 2,
+                          mem, 80 * 10**9, plan=f"plan{i}") for i, c in enumerate((0.0, 0.005))]
+    figs = plots.training_figures(ests)
+    step = figs["m-h100-sxm5-train-step"].axes[0]
+    assert len(step.patches) == 5 * len(ests)  # forward, backward, optimizer, communication, bubble
+    widths = [p.get_width() for p in step.patches]
+    assert widths[:2] == pytest.approx([10.0, 10.0]) and widths[6:8] == pytest.approx([0.0, 5.0])
+    mem_ax = figs["m-h100-sxm5-train-memory"].axes[0]
+    assert sum(p.get_height() for p in mem_ax.patches[:: len(ests)]) == pytest.approx(30.0)  # parts add to the peak
+    for f in figs.values():
+        plots.plt.close(f)

@@ -50,6 +50,7 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="Capture dtype: fp32, bf1
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON to FILE ('-' for stdout)")]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write the table as CSV to FILE ('-' for stdout)")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite output files that exist")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write plots (PNG and SVG) to DIR")]
 HardwareDirOpt = Annotated[
     list[Path] | None,
     typer.Option("--hardware-dir", help="Extra directory of hardware YAML files (also $DNNMAP_HARDWARE_DIR)"),

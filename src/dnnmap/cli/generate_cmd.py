@@ -11,9 +11,11 @@ from dnnmap.cli.common import (
     GroupSizeOpt,
     JsonOpt,
     KvDtypeOpt,
+    PlotOpt,
     WeightsOpt,
     console,
     handle_errors,
+    write_files_said,
     write_json,
 )
 from dnnmap.errors import DnnmapError
@@ -54,10 +56,15 @@ def generate(
     tf32: Annotated[str, typer.Option("--tf32", help="default, on, off")] = "default",
     host_dispatch_us: Annotated[float | None, typer.Option("--host-dispatch-us", help="Eager per-op host cost")] = None,
     check: Annotated[bool, typer.Option("--check", help="Also capture an inner point and compare with the fit")] = False,
+    plot: PlotOpt = None,
     json_out: JsonOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Time to first token, time per output token, throughput and memory of LLM generation."""
+    if plot is not None:  # before any work: the directory can be written
+        from dnnmap.report.plots import check_plot_dir
+
+        check_plot_dir(plot)
     from rich.table import Table
 
     from dnnmap.generate import generate as run
@@ -65,6 +72,10 @@ def generate(
     r = run(model, hardware, prompt, gen, _batches(batch), precision=precision, mode=mode, weights=weights,
             group_size=group_size, kv_dtype=kv_dtype, capacity_factor=capacity_factor,
             attn_implementation=attn_implementation, tf32=tf32, host_dispatch_us=host_dispatch_us, check=check)
+    if plot is not None:
+        from dnnmap.report.plots import generation_plots
+
+        write_files_said(generation_plots(r, plot), force=True)
     if json_out is not None:
         write_json(json_out, r.to_dict(), force)
         if str(json_out) == "-":

@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli.common import ForceOpt, JsonOpt, console, handle_errors, write_json
+from dnnmap.cli.common import (
+    ForceOpt,
+    JsonOpt,
+    PlotOpt,
+    console,
+    handle_errors,
+    write_files_said,
+    write_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,10 +40,15 @@ def train(
     microbatches: Annotated[int, typer.Option("--microbatches", min=1)] = 1,
     zero: Annotated[int, typer.Option("--zero", min=0, max=3)] = 0,
     plan: Annotated[str | None, typer.Option("--plan", help="'auto': search the fastest plan that fits")] = None,
+    plot: PlotOpt = None,
     json_out: JsonOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Predict one training step: forward / backward / optimizer / communication, throughput, MFU, memory."""
+    if plot is not None:  # before any work: the directory can be written
+        from dnnmap.report.plots import check_plot_dir
+
+        check_plot_dir(plot)
     from rich.table import Table
 
     from dnnmap.api import train as api_train
@@ -44,6 +57,10 @@ def train(
                     recompute=recompute, devices=devices, dp=dp, tp=tp, pp=pp, microbatches=microbatches, zero=zero,
                     plan=plan, mode=mode, attn_implementation=attn_implementation, tf32=tf32)
     ests = out if isinstance(out, list) else [out]
+    if plot is not None:
+        from dnnmap.report.plots import training_plots
+
+        write_files_said(training_plots(ests, plot), force=True)
     if json_out is not None:
         write_json(json_out, [e.summary() for e in ests] if isinstance(out, list) else out.summary(), force)
         if str(json_out) == "-":

@@ -60,6 +60,8 @@ def slug(text: str) -> str:
     if ".py:" in text:
         file, _, fn = text.rpartition(":")
         text = f"{Path(file).stem}-{fn}"
+    elif text.endswith(".json") and ":" in text:  # hf:dir/config.json -> hf-config
+        text = f"{text.split(':', 1)[0]}-{Path(text).stem}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:80] or "model"
 
 
@@ -254,7 +256,85 @@ def sweep_figures(df: Any) -> dict[str, Figure]:
     return figs
 
 
+# -- LLM generation -------------------------------------------------------------------------------
+def _memory_bars(ax: Any, names: list[str], parts: dict[str, list[float]], capacity_gb: float, title: str) -> None:
+    """Stacked bars of GB per part, one per name, and the device's capacity as a line."""
+    bottom = [0.0] * len(names)
+    for i, (label, vals) in enumerate(parts.items()):
+        ax.bar(names, vals, bottom=bottom, label=label, color=plt.cm.tab10(i % 10))
+        bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
+    ax.axhline(capacity_gb, color="black", ls="--", lw=1, label=f"device capacity {capacity_gb:,.1f} GB")
+    ax.set_ylabel("GB per device")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def generation_figures(r: Any) -> dict[str, Figure]:
+    """``dnnmap generate``: TTFT, TPOT (first and last token) and output tokens/s vs batch, and
+    the memory of each batch (weights, KV cache, activations, workspace) against the device's."""
+    stem = f"{slug(r.model)}-{slug(r.device)}-generate"
+    ok = [row for row in r.rows if row.ttft_s is not None]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    bs = [row.batch for row in ok]
+    a1.plot(bs, [row.ttft_s * 1e3 for row in ok], marker="o", label="TTFT")
+    a1.plot(bs, [(row.tpot_start_s or 0) * 1e3 for row in ok], marker="s", label="TPOT, first token")
+    a1.plot(bs, [(row.tpot_end_s or 0) * 1e3 for row in ok], marker="^", label="TPOT, last token")
+    a1.set_ylabel("ms")
+    a1.legend(fontsize=7)
+    a2.plot(bs, [row.tokens_per_s or 0 for row in ok], marker="o", color="#2ca02c")
+    a2.set_ylabel("output tokens/s")
+    for ax in (a1, a2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch")
+        ax.grid(True, which="both", alpha=0.2)
+    fig.suptitle(f"{r.model} on {r.device}: prompt {r.prompt}, {r.gen} new tokens, {r.precision}, {r.mode}"
+                 + (f" ({len(r.rows) - len(ok)} batch sizes that do not fit not shown)" if len(ok) < len(r.rows) else ""),
+                 fontsize=10)
+    mfig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(r.rows) + 3), 4))
+    names = [f"batch {row.batch}" for row in r.rows]
+    parts = {k: [getattr(row.memory, k) / 1e9 for row in r.rows]
+             for k in ("weights", "kv_cache", "activations", "workspace")}
+    _memory_bars(ax, names, {k.replace("_", " "): v for k, v in parts.items()}, r.rows[0].memory.capacity / 1e9,
+                 f"{r.model} on {r.device}: memory at {r.prompt + r.gen} tokens")
+    return {f"{stem}-latency": fig, f"{stem}-memory": mfig}
+
+
+# -- training -------------------------------------------------------------------------------------
+def training_figures(ests: Sequence[Any]) -> dict[str, Figure]:
+    """``dnnmap train``: the step split into forward / backward / optimizer / communication /
+    pipeline bubble, one bar per plan, and the memory per device against its capacity."""
+    first = ests[0]
+    stem = f"{slug(first.model)}-{slug(first.device)}-train"
+    names = [str(e.plan or "1 device") for e in ests]
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.4 * len(ests) + 1.5)))
+    left = [0.0] * len(ests)
+    for i, part in enumerate(("forward", "backward", "optimizer", "communication", "bubble")):
+        vals = [getattr(e, f"{part}_s") * 1e3 for e in ests]
+        ax.barh(names, vals, left=left, label=part, color=plt.cm.tab10(i))
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per training step")
+    ax.set_title(f"{first.model} on {first.devices} x {first.device}: batch {first.batch}, {first.precision}, "
+                 f"{first.optimizer}", fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    mfig, max_ = plt.subplots(figsize=(max(5.0, 0.9 * len(ests) + 3), 4))
+    parts = {k.replace("_", " "): [getattr(e.memory, k) / 1e9 for e in ests]
+             for k in ("weights", "gradients", "optimizer_state", "saved_activations")}
+    parts["other (peak)"] = [max(0, e.memory.peak - e.memory.persistent - e.memory.saved_activations) / 1e9
+                             for e in ests]
+    _memory_bars(max_, names, parts, first.capacity_bytes / 1e9, f"{first.model}: memory per device at the peak")
+    return {f"{stem}-step": fig, f"{stem}-memory": mfig}
+
+
 # -- what each command writes ---------------------------------------------------------------------
+def generation_plots(r: Any, directory: str | os.PathLike[str]) -> dict[Path, bytes]:
+    return render(generation_figures(r), directory)
+
+
+def training_plots(ests: Sequence[Any], directory: str | os.PathLike[str]) -> dict[Path, bytes]:
+    return render(training_figures(ests), directory)
+
+
 def estimate_plots(est: Estimate, directory: str | os.PathLike[str], profile: HardwareProfile | None = None) -> dict[Path, bytes]:
     stem = f"{slug(est.model)}-{slug(est.device)}"
     return render({f"{stem}-roofline": roofline_figure(est, profile), f"{stem}-timeline": timeline_figure(est),
