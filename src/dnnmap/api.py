@@ -78,9 +78,18 @@ def analyze(
     streams: int = 1,
     onchip_budget_bytes: int | None = None,
     hardware_dirs: Sequence[str] = (),
+    devices: int | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    dp: int | None = None,
     **scenario_kwargs: Any,
 ):  # noqa: ANN201 - mapping.Estimate
     """Predict latency, throughput, utilization and energy of ``model`` on one device.
+
+    ``devices`` / ``tp`` / ``pp`` / ``dp``: inference on many devices (Megatron tensor
+    parallelism, pipeline stages, replicas; :mod:`dnnmap.parallel.inference`): the latency of
+    one request, ``meta["parallel"]`` (stages, all-reduces, throughput of all replicas) and the
+    memory of one device.
 
     ``hardware`` is a profile name (``"h100-sxm5"``), a YAML path or a ``HardwareProfile``.
     ``mode`` is ``eager`` (one kernel per ATen op, issued by Python), ``compiled`` (the
@@ -93,7 +102,16 @@ def analyze(
 
     s = scenario(model, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
                  onchip_budget_bytes=onchip_budget_bytes, **scenario_kwargs)
-    return estimate(s, _profile(hardware, hardware_dirs))
+    prof = _profile(hardware, hardware_dirs)
+    if devices is not None or tp > 1 or pp > 1 or (dp or 1) > 1:
+        from dnnmap.mapping.api import resolve_profile
+        from dnnmap.parallel.inference import estimate_parallel, plan_for
+
+        prof = resolve_profile(prof)
+        par = plan_for(s.model, prof, devices, tp, pp, dp)
+        if par is not None:
+            return estimate_parallel(s, prof, par)
+    return estimate(s, prof)
 
 
 def compare(
@@ -169,7 +187,14 @@ def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = No
 
 
 def generate(model: str, hardware: Any, prompt: int, gen: int, batch: int | Sequence[int] = 1, **kw: Any):  # noqa: ANN201
-    """LLM generation: TTFT, time per output token, throughput, memory (see :mod:`dnnmap.generate`)."""
+    """LLM generation: TTFT, time per output token, throughput, memory (see :mod:`dnnmap.generate`).
+
+    ``devices`` / ``tp`` / ``pp`` / ``dp``: on many devices (:mod:`dnnmap.parallel.inference`)."""
+    if any(kw.get(k) not in (None, 1) for k in ("devices", "tp", "pp", "dp")):
+        from dnnmap.parallel.inference import generate_parallel
+
+        return generate_parallel(model, hardware, prompt, gen, batch, **kw)
     from dnnmap.generate import generate as _generate
 
+    kw = {k: v for k, v in kw.items() if k not in ("devices", "tp", "pp", "dp")}
     return _generate(model, hardware, prompt, gen, batch, **kw)

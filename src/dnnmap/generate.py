@@ -69,6 +69,7 @@ class GenerationRow:
     prefill_bound: str = ""
     decode_bound: str = ""
     message: str = ""
+    cluster_tokens_per_s: float | None = None  # many devices: all replicas, pipeline stages kept busy
 
     @property
     def fits(self) -> bool:
@@ -92,7 +93,9 @@ class GenerationRow:
         return {"batch": self.batch, "fits": self.fits, "ttft_s": self.ttft_s, "tpot_start_s": self.tpot_start_s,
                 "tpot_end_s": self.tpot_end_s, "tpot_mean_s": self.tpot_mean_s, "e2e_s": self.e2e_s,
                 "output_tokens_per_s": self.tokens_per_s, "prefill_bound": self.prefill_bound,
-                "decode_bound": self.decode_bound, "message": self.message, **self.memory.to_dict()}
+                "decode_bound": self.decode_bound, "message": self.message,
+                **({"cluster_tokens_per_s": self.cluster_tokens_per_s} if self.cluster_tokens_per_s else {}),
+                **self.memory.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -297,9 +300,12 @@ def generate(
     weights: str | None = None, group_size: int = 128, kv_dtype: str | None = None,
     capacity_factor: float | None = None, attn_implementation: str | None = None,
     tf32: Tf32Mode | str = Tf32Mode.DEFAULT, host_dispatch_us: float | None = None,
-    samples: int = 6, check: bool = False, workspace: int | None = None,
+    samples: int = 6, check: bool = False, workspace: int | None = None, parallel: Any = None,
 ) -> GenerationReport:
-    """Predict generating ``gen`` tokens after a ``prompt``-token prompt at each batch size."""
+    """Predict generating ``gen`` tokens after a ``prompt``-token prompt at each batch size.
+
+    ``parallel``: a :class:`dnnmap.parallel.inference.InferenceParallel` (many devices): each
+    phase is mapped tensor-parallel and split into pipeline stages, memory is per device."""
     batches = sorted({batch} if isinstance(batch, int) else set(batch))
     if not batches or batches[0] < 1 or prompt < 1 or gen < 1:
         raise DnnmapError(f"prompt, gen and every batch must be >= 1 (got prompt {prompt}, gen {gen}, batch {batches})")
@@ -332,7 +338,8 @@ def generate(
     def memory(b: int, w: int) -> MemoryFit:
         if b not in peaks:
             peaks[b] = max(pre.peak(b), dec.peak(b) if dec and dec.peak else 0)
-        return MemoryFit(w, peaks[b], lm.kv_bytes(prompt + gen, b, kv_item), ws, cap_b)
+        fit = MemoryFit(w, peaks[b], lm.kv_bytes(prompt + gen, b, kv_item), ws, cap_b)
+        return parallel.memory(fit) if parallel is not None else fit
 
     rows = []
     for b in batches:
@@ -341,7 +348,7 @@ def generate(
             alt = memory(b, int4_b) if int4_b is not None else None
             rows.append(GenerationRow(b, fit, message=_advice(fit, alt), _steps=gen - 1))
             continue
-        rows.append(_row(cap, pre, dec, b, prompt, lengths, device, mode, fit, gen))
+        rows.append(_row(cap, pre, dec, b, prompt, lengths, device, mode, fit, gen, parallel))
     notes = [*pre.notes, *(dec.notes if dec else ()), *_notes(lm, cache, mode, storage)]
     return GenerationReport(
         model=model, device=prof.name, prompt=prompt, gen=gen, precision=precision.value, mode=mode.value,
@@ -349,7 +356,8 @@ def generate(
         kv_bytes_per_token=lm.kv_bytes(1, 1, kv_item), notes=tuple(dict.fromkeys(notes)),
         meta={"attention": lm.attention, "cache": cache.value, "decode_lengths": lengths,
               "capture_dtype": lm.dtype, "captures": cap.count,
-              "decode_segments": [(lo, hi) for lo, hi, *_ in dec.segments] if dec else []},
+              "decode_segments": [(lo, hi) for lo, hi, *_ in dec.segments] if dec else [],
+              **({"parallel": parallel.describe()} if parallel is not None else {})},
     )
 
 
@@ -361,17 +369,26 @@ def _moe_fp32(lm: CausalLM, precision: Precision) -> bool:
 
 
 def _row(cap: _Captures, pre: _Prefill, dec: _Decode | None, b: int, prompt: int, lengths: list[int],
-         device: Device, mode: ExecutionMode, fit: MemoryFit, gen: int) -> GenerationRow:
-    works, part = pre.at(cap, b, prompt)
-    first = _map(works, part, device, b, mode)
+         device: Device, mode: ExecutionMode, fit: MemoryFit, gen: int, parallel: Any = None) -> GenerationRow:
+    def mapped(works: tuple, part: Partition, tokens: int) -> Estimate:
+        if parallel is None:
+            return _map(works, part, device, b, mode)
+        return parallel.run(part, works, lambda w: _map(w, part, device, b, mode), b, tokens,
+                            device.precision.bytes_per_element)
+
+    first = mapped(*pre.at(cap, b, prompt), prompt)
     if dec is None:
         return GenerationRow(b, fit, first.latency_s, None, None, first.latency_s, first.bound.value, "", _steps=0)
-    ests = [_map(*dec.at(b, n), device, b, mode) for n in lengths]
+    ests = [mapped(*dec.at(b, n), 1) for n in lengths]
     times = [e.latency_s for e in ests]
     total = first.latency_s + _decode_total(lengths, times)
     bounds = [e.bound.value for e in ests]
+    cluster = None
+    if parallel is not None:  # decode tokens per second of every replica, stages kept busy by a stream
+        rates = [e.meta["parallel"]["throughput_per_s"] for e in ests]
+        cluster = float(np.mean(rates))
     return GenerationRow(b, fit, first.latency_s, times[0], times[-1], total, first.bound.value,
-                         max(set(bounds), key=bounds.count), _steps=gen - 1)
+                         max(set(bounds), key=bounds.count), cluster_tokens_per_s=cluster, _steps=gen - 1)
 
 
 def _max_batch(fits: Any, limit: int = 1 << 20) -> int:

@@ -27,6 +27,7 @@ from dnnmap.cli.common import (
     write_json,
     write_text,
 )
+from dnnmap.cli.generate_cmd import DevicesOpt, DpOpt, PpOpt, TpOpt
 from dnnmap.errors import DnnmapError
 
 PrecisionOpt = Annotated[
@@ -93,6 +94,10 @@ def analyze(
     kv_dtype: KvDtypeOpt = None,
     top: Annotated[int | None, typer.Option("--top", min=1, help="Rows of the subgraph table (default: all)")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add each kernel's explanation (always in --json)")] = False,
+    devices: DevicesOpt = None,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    dp: DpOpt = None,
     price_per_hour: PriceOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
@@ -112,7 +117,7 @@ def analyze(
         onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
         attn_implementation=attn_implementation, tf32=tf32, strict=strict,
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir),
-        weights=weights, group_size=group_size, kv_dtype=kv_dtype, **kw,
+        weights=weights, group_size=group_size, kv_dtype=kv_dtype, devices=devices, tp=tp, pp=pp, dp=dp, **kw,
     )
     from dnnmap.hardware import load_profile
     from dnnmap.hardware.price import cost, cost_line, price_of
