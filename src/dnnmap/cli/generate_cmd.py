@@ -20,6 +20,13 @@ from dnnmap.cli.common import (
 )
 from dnnmap.errors import DnnmapError
 
+DevicesOpt = Annotated[int | None, typer.Option("--devices", min=1, help="Devices (default dp x tp x pp)")]
+TpOpt = Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel degree (Megatron; all-reduces on the "
+                                    "profile's interconnect)")]
+PpOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages, balanced by predicted time")]
+DpOpt = Annotated[int | None, typer.Option("--dp", min=1, help="Replicas (default: devices / (tp x pp)); "
+                                           "throughput x dp")]
+
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
@@ -56,6 +63,10 @@ def generate(
     tf32: Annotated[str, typer.Option("--tf32", help="default, on, off")] = "default",
     host_dispatch_us: Annotated[float | None, typer.Option("--host-dispatch-us", help="Eager per-op host cost")] = None,
     check: Annotated[bool, typer.Option("--check", help="Also capture an inner point and compare with the fit")] = False,
+    devices: DevicesOpt = None,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    dp: DpOpt = None,
     plot: PlotOpt = None,
     json_out: JsonOpt = None,
     force: ForceOpt = False,
@@ -67,11 +78,12 @@ def generate(
         check_plot_dir(plot)
     from rich.table import Table
 
-    from dnnmap.generate import generate as run
+    from dnnmap.api import generate as run
 
     r = run(model, hardware, prompt, gen, _batches(batch), precision=precision, mode=mode, weights=weights,
             group_size=group_size, kv_dtype=kv_dtype, capacity_factor=capacity_factor,
-            attn_implementation=attn_implementation, tf32=tf32, host_dispatch_us=host_dispatch_us, check=check)
+            attn_implementation=attn_implementation, tf32=tf32, host_dispatch_us=host_dispatch_us, check=check,
+            devices=devices, tp=tp, pp=pp, dp=dp)
     if plot is not None:
         from dnnmap.report.plots import generation_plots
 
@@ -97,6 +109,11 @@ def generate(
                   f"peak activations {m.activations / 1e9:.2f} GB; workspace {m.workspace / 1e9:.1f} GB; "
                   f"device {m.capacity / 1e9:.1f} GB", markup=False)
     console.print(f"largest batch that fits at {prompt + gen} tokens: {r.max_batch}", markup=False)
+    if "parallel" in r.meta:
+        rates = ", ".join(f"batch {row.batch}: {row.cluster_tokens_per_s:.0f}" for row in r.rows
+                          if row.cluster_tokens_per_s)
+        console.print(f"parallel {r.meta['parallel']}: latencies and memory are per device; decode tokens/s of "
+                      f"all replicas with the pipeline kept full: {rates or '-'}", markup=False)
     for row in r.rows:
         if row.message:
             console.print(f"batch {row.batch}: {row.message}", markup=False)
