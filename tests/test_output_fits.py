@@ -82,7 +82,8 @@ def test_every_json_result_is_stamped(model: str, tmp_path: Path, cmd: list[str]
     assert list(data)[:3] == ["schema_version", "kind", "dnnmap_version"]
 
 
-@pytest.mark.parametrize("kind", ["analyze", "compare", "sweep"])
+@pytest.mark.parametrize("kind", ["analyze", "compare", "count", "generate", "partition", "sweep", "train", "validate",
+                                  "validate-measurements"])
 def test_schema_prints_a_json_schema(kind: str) -> None:
     schema = json.loads(run("schema", kind))
     assert schema["$schema"].endswith("2020-12/schema") and schema["type"] == "object"
@@ -99,3 +100,35 @@ def test_the_sweep_json_matches_its_schema(model: str, tmp_path: Path) -> None:
     run("sweep", model, "--input-shape", "64", "-H", "l4", "--workers", "0", "--no-cache", "--json", str(out))
     doc = model_for("sweep").model_validate(json.loads(out.read_text()))
     assert doc.stats.cases == 1 and doc.rows[0].device == "l4"
+
+
+LLM = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+       "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
+       "max_position_embeddings": 512, "tie_word_embeddings": False}
+
+
+@pytest.mark.parametrize("kind", ["count", "partition", "generate", "train", "validate", "validate-measurements"])
+def test_every_json_result_matches_its_schema(model: str, tmp_path: Path, kind: str) -> None:
+    """Real output of each command validated against the layout ``dnnmap schema KIND`` prints."""
+    llm = tmp_path / "llm.json"
+    llm.write_text(json.dumps(LLM))
+    args = {
+        "count": ["count", model, "--input-shape", "64"],
+        "partition": ["partition", model, "--input-shape", "64"],
+        "generate": ["generate", f"hf:{llm}", "-H", "h100-sxm5", "--prompt", "8", "--gen", "4", "--batch", "1,2"],
+        "train": ["train", f"hf:{llm}", "-H", "h100-sxm5", "--seq-len", "16", "--batch", "2"],
+        "validate": ["validate", model, "--input-shape", "64", "-H", "cloud-x86-2c", "--runs", "1", "--min-seconds", "0"],
+    }
+    if kind == "validate-measurements":
+        from test_validate_published import write_case
+
+        args[kind] = ["validate", "--measurements", str(write_case(tmp_path))]
+    out = tmp_path / "r.json"
+    run(*args[kind], "--json", str(out))
+    data = json.loads(out.read_text())
+    assert data["kind"] == kind
+    doc = model_for(kind).model_validate(data)
+    if kind == "train":
+        assert len(doc.results) == 1 and doc.results[0].plan is None  # one device: a list of one
+    if kind == "generate":
+        assert [r.batch for r in doc.rows] == [1, 2]

@@ -66,7 +66,7 @@ def validate_measurements(path: Path, hardware: str | None, json_out: Path | Non
     with rich_progress("validating") as progress:
         report = validate_published(path, hardware, hardware_dirs, progress=progress)
     if json_out is not None:
-        write_json(json_out, report.to_dict(), force)
+        write_json(json_out, report.to_dict(), force, kind="validate-measurements")
     if csv_out is not None:
         import pandas as pd
 

@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
-def schema(kind: Annotated[str, typer.Argument(help="analyze, compare or sweep")] = "analyze") -> None:
+def schema(kind: Annotated[str, typer.Argument(help="analyze, compare, count, generate, partition, sweep, train, "
+                                                  "validate or validate-measurements")] = "analyze") -> None:
     """Print the JSON Schema of a result written with --json (every result carries
     schema_version, kind and dnnmap_version)."""
     from dnnmap.outputs import to_json

@@ -62,7 +62,7 @@ def train(
 
         write_files_said(training_plots(ests, plot), force=True)
     if json_out is not None:
-        write_json(json_out, [e.summary() for e in ests] if isinstance(out, list) else out.summary(), force)
+        write_json(json_out, {"results": [e.summary() for e in ests]}, force)  # one layout, one plan or many
         if str(json_out) == "-":
             return
     t = Table(title=f"training step: {model} on {devices} x {hardware}")

@@ -4,8 +4,9 @@ Every result starts with the :mod:`envelope <dnnmap.report.envelope>` (``schema_
 ``kind``, ``dnnmap_version``). Records allow extra keys: a metric added later is not a breaking
 change; renaming or removing one is, and bumps ``SCHEMA_VERSION``.
 
->>> sorted(SCHEMAS)
-['analyze', 'compare', 'sweep']
+>>> sorted(SCHEMAS)  # doctest: +NORMALIZE_WHITESPACE
+['analyze', 'compare', 'count', 'generate', 'partition', 'sweep', 'train', 'validate',
+ 'validate-measurements']
 >>> json_schema("analyze")["properties"]["schema_version"]["const"]
 1
 """
@@ -148,8 +149,235 @@ def _sweep_result() -> type[BaseModel]:
                         rows=(list[_sweep_row()], ...))  # type: ignore[valid-type]
 
 
+# -- count, partition --------------------------------------------------------------------------------
+class CaptureMeta(_Open):
+    """How the model was captured."""
+
+    model: str
+    batch: int | None = None
+    dtype: str | None = None
+    input_shapes: list[Any] | None = None
+    torch_version: str | None = None
+    capture_path: str | None = Field(default=None, description="Which capture path was used (export, dynamo ...)")
+
+
+class CountTotals(_Open):
+    tensor_flops: int = Field(description="FLOPs on matrix units (GEMM, conv, attention matmuls)")
+    vector_flops: int
+    transcendentals: int
+    macs: int
+    bytes_read: int
+    bytes_written: int
+    weight_bytes: int
+    params: int
+    flops: int
+    ops: int
+    unknown_ops: int = Field(description="Ops without a cost rule (counted as zero work)")
+
+
+class CountGroup(_Open):
+    """FLOPs and bytes of one op class (``op_class``) or one module (``module``)."""
+
+    ops: int
+    flops: int
+    tensor_flops: int
+    vector_flops: int
+    bytes_read: int
+    bytes_written: int
+    weight_bytes: int
+
+
+class CountResult(Envelope):
+    model: str
+    meta: CaptureMeta
+    totals: CountTotals
+    per_class: list[CountGroup]
+    per_module: list[CountGroup]
+    ledger: list[dict[str, Any]] = Field(description="Coverage ledger: ops without a cost rule, how often")
+
+
+class PartitionSummary(_Open):
+    model: str
+    strategy: str = Field(description="unfused, greedy or compiler")
+    onchip_budget_bytes: int | None
+    ops: int
+    subgraphs: int = Field(description="Fused kernels")
+    flops: int
+    unfused_bytes: int = Field(description="Bytes moved if every op were its own kernel")
+    external_bytes: int = Field(description="Bytes the fused kernels move to and from memory")
+    weight_bytes: int
+    traffic_saved: float = Field(description="1 - external / unfused bytes")
+    stages: int
+    max_parallel: int
+
+
+class PartitionSubgraph(_Open):
+    id: int
+    name: str
+    ops: int
+    op_class: str
+    stage: int
+    flops: int
+    bytes_read: int
+    bytes_written: int
+    weight_bytes: int
+    arithmetic_intensity: float | None
+    op_ids: list[str]
+
+
+class PartitionResult(Envelope):
+    summary: PartitionSummary
+    concurrency: dict[str, dict[str, Any]] = Field(description="Op- and kernel-level DAG width and critical path")
+    subgraphs: list[PartitionSubgraph]
+    edges: list[list[int]] = Field(description="[producer id, consumer id] between kernels")
+    fusion_log: dict[str, dict[str, int]] = Field(description="Fusions made and refused, by reason")
+    meta: CaptureMeta
+
+
+# -- generate, train -------------------------------------------------------------------------------
+class GenerationRowRecord(_Open):
+    """One batch size; latencies are null when it does not fit. Seconds and bytes."""
+
+    batch: int
+    fits: bool
+    ttft_s: float | None = Field(description="Time to first token: the prefill")
+    tpot_start_s: float | None = Field(description="Time per output token at the first decode step")
+    tpot_end_s: float | None = Field(description="Time per output token at the last decode step")
+    tpot_mean_s: float | None
+    e2e_s: float | None = Field(description="Prefill + every decode step")
+    output_tokens_per_s: float | None
+    prefill_bound: str
+    decode_bound: str
+    message: str = Field(description="Why a batch does not fit, and what would")
+    weights_bytes: int
+    activation_bytes: int
+    kv_cache_bytes: int
+    workspace_bytes: int
+    memory_bytes: int
+    capacity_bytes: int
+
+
+class GenerateResult(Envelope):
+    model: str
+    device: str
+    prompt: int = Field(description="Prompt tokens per sequence")
+    gen: int = Field(description="Tokens generated per sequence")
+    precision: str
+    mode: str
+    weights: str | None = Field(description="Stored weight format (int8, int4, fp8), null: the precision")
+    kv_dtype: str | None
+    max_batch: int = Field(description="Largest batch whose memory fits at prompt + gen tokens")
+    kv_bytes_per_token: int = Field(description="Per sequence, all layers, K and V")
+    rows: list[GenerationRowRecord]
+    notes: list[str]
+    meta: dict[str, Any]
+
+
+class TrainStep(_Open):
+    """One training step on one plan. Milliseconds, GB per device."""
+
+    model: str
+    device: str
+    devices: int
+    batch: int = Field(description="Global batch: samples per step")
+    seq_len: int | None
+    precision: str
+    optimizer: str
+    recompute: str
+    plan: str | None = Field(description="dp / tp / pp / microbatches / ZeRO; null on one device")
+    step_ms: float
+    forward_ms: float
+    backward_ms: float
+    optimizer_ms: float
+    communication_ms: float = Field(description="Exposed communication (not hidden behind compute)")
+    bubble_ms: float = Field(description="Pipeline bubble")
+    samples_per_s: float
+    tokens_per_s: float | None
+    mfu: float = Field(description="Model FLOPs utilization, 0..1")
+    model_tflops: float
+    fits: bool
+    capacity_gb: float
+    mem_weights_gb: float
+    mem_gradients_gb: float
+    mem_optimizer_state_gb: float
+    mem_saved_activations_gb: float
+    mem_peak_gb: float
+    mem_persistent_gb: float
+
+
+class TrainResult(Envelope):
+    results: list[TrainStep] = Field(description="One step per plan (one entry without --plan auto)")
+
+
+# -- validate --------------------------------------------------------------------------------------
+class ValidationSummary(_Open):
+    """Prediction error over the cases (fractions: 0.12 = 12 %); null where undefined."""
+
+    cases: int
+    median_abs_error: float | None
+    mape: float | None
+    within_10: float | None
+    within_20: float | None
+    spearman: float | None = Field(description="Rank correlation of predicted and measured; null under 3 cases")
+    median_error: float | None = Field(description="Signed: > 0 means predictions run slow")
+
+
+class ValidationCase(_Open):
+    model: str
+    batch: int
+    device: str
+    measured_s: float | None
+    predicted_s: float | None
+    bound: str
+    error: float | None = Field(description="predicted / measured - 1")
+
+
+class ValidateResult(Envelope):
+    """``dnnmap validate MODEL ... -H PROFILE``: predictions against runs timed on this machine."""
+
+    profile: str
+    provenance: str
+    device: str
+    precision: str
+    date: str
+    versions: dict[str, Any]
+    notes: list[str]
+    summary: ValidationSummary
+    cases: list[ValidationCase]
+
+
+class PublishedCaseRecord(_Open):
+    label: str
+    model: str
+    batch: int
+    seq_len: int | None
+    mode: str
+    device: str = Field(description="The device the measurement was taken on")
+    profile: str = Field(description="The profile that predicted it")
+    provenance: str
+    measured_s: float
+    predicted_s: float
+    bound: str
+    source: str = Field(description="Where the measurement was published")
+    error: float = Field(description="predicted / measured - 1")
+
+
+class ValidateMeasurementsResult(Envelope):
+    """``dnnmap validate --measurements CSV``: predictions against latencies measured elsewhere."""
+
+    measurements: str = Field(description="The CSV file")
+    summary: ValidationSummary
+    by_profile: dict[str, ValidationSummary]
+    skipped: list[str]
+    notes: list[str]
+    cases: list[PublishedCaseRecord]
+
+
 SCHEMAS: dict[str, Any] = {"analyze": lambda: AnalyzeResult, "compare": lambda: CompareResult,
-                           "sweep": _sweep_result}
+                           "count": lambda: CountResult, "generate": lambda: GenerateResult,
+                           "partition": lambda: PartitionResult, "sweep": _sweep_result,
+                           "train": lambda: TrainResult, "validate": lambda: ValidateResult,
+                           "validate-measurements": lambda: ValidateMeasurementsResult}
 
 
 def model_for(kind: str) -> type[BaseModel]:
