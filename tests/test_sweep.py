@@ -194,3 +194,24 @@ def test_a_sweep_file_runs_like_the_options(tiny: str, tmp_path: Path) -> None:
     assert len(df) == 2 * 2 and set(df["device"]) == {"l4", "tpu-v5e"} and set(df["batch"]) == {8}
     r = CliRunner().invoke(app, ["sweep", tiny, "--file", str(f)])
     assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_relative_paths_in_a_sweep_file_mean_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """models/tiny.py:build in conf/sweep.yaml is conf/models/tiny.py, wherever dnnmap runs from."""
+    conf = tmp_path / "conf"
+    (conf / "models").mkdir(parents=True)
+    (conf / "models" / "tiny.py").write_text(TINY)
+    f = conf / "sweep.yaml"
+    f.write_text("models: [models/tiny.py:build]\ndevices: [l4]\ninput_shape: '64'\nhardware_dirs: [hw]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec_, _ = load_sweep_file(Path("..") / "conf" / "sweep.yaml")
+    assert spec_.models == [f"{conf.resolve() / 'models' / 'tiny.py'}:build"]
+    assert spec_.hardware_dirs == [str(conf.resolve() / "hw")]
+    (conf / "hw").mkdir()
+    out = elsewhere / "s.csv"
+    r = CliRunner().invoke(app, ["sweep", "--file", "../conf/sweep.yaml", "--no-cache", "--workers", "0",
+                                 "--csv", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(out)) == 1

@@ -155,7 +155,30 @@ def load_sweep_file(path: str | Path) -> tuple[SweepSpec, dict[tuple[Any, ...], 
         raise SweepFileError(f"{p}:{line}: {field}: {err['msg']}") from None
     except DnnmapError as e:  # an unknown precision / mode, raised inside a validator
         raise SweepFileError(f"{p}: {e}") from None
+    base = p.resolve().parent  # relative paths in the file mean the file's folder, not the working directory
+    spec = spec.model_copy(update={
+        "models": [_model_relative_to(m, base) for m in spec.models],
+        "devices": [str(base / d) if d.endswith((".yaml", ".yml")) and not Path(d).is_absolute() else d
+                    for d in spec.devices],
+        "hardware_dirs": [str(base / d) for d in spec.hardware_dirs]})  # base / absolute == absolute
     return spec, lines
+
+
+def _model_relative_to(spec: str, base: Path) -> str:
+    """``dir/m.py:build`` or ``hf:dir/config.json`` with a relative path made absolute under
+    ``base``; a name (``resnet18``, ``timm:...``, ``hf:gpt2``) is kept as written.
+
+    >>> _model_relative_to("models/m.py:build", Path("/s")), _model_relative_to("hf:c.json", Path("/s"))
+    ('/s/models/m.py:build', 'hf:/s/c.json')
+    >>> _model_relative_to("resnet18", Path("/s")), _model_relative_to("/abs/m.py:f", Path("/s"))
+    ('resnet18', '/abs/m.py:f')
+    """
+    prefix, rest = ("hf:", spec[3:]) if spec.startswith("hf:") else ("", spec)
+    path_part, at, cls = rest.partition("@")
+    file_part, colon, factory = (path_part, "", "") if prefix else path_part.partition(":")
+    if file_part.endswith((".json", ".py")) and not Path(file_part).is_absolute():
+        file_part = str(base / file_part)
+    return prefix + file_part + colon + factory + at + cls
 
 
 def _lines(node: Any) -> dict[tuple[Any, ...], int]:
