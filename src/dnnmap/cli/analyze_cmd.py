@@ -8,19 +8,25 @@ from typing import Annotated, Any
 import typer
 
 from dnnmap.cli.common import (
+    AttnOpt,
     BatchOpt,
     CsvOpt,
     DtypeOpt,
     ForceOpt,
     GroupSizeOpt,
     HardwareDirOpt,
+    HostOpt,
     InputShapeOpt,
     JsonOpt,
     KvDtypeOpt,
     ModelArg,
+    ModeOpt,
+    PlotOpt,
     SeqLenOpt,
+    Tf32Opt,
     WeightsOpt,
     capture_kwargs,
+    check_plot,
     console,
     handle_errors,
     write_files_said,
@@ -37,21 +43,7 @@ StreamsOpt = Annotated[int, typer.Option("--streams", min=1, help="Concurrent st
 BudgetOpt = Annotated[
     int | None, typer.Option("--onchip-budget", min=1, help="Bound each fused kernel's working set, bytes")
 ]
-ModeOpt = Annotated[
-    str, typer.Option("--mode", "-m", help="eager (one kernel per ATen op, issued by Python), compiled "
-                      "(torch.compile's fused kernels) or cudagraph (compiled, replayed from a CUDA graph)")
-]
-AttnOpt = Annotated[
-    str | None, typer.Option("--attn-implementation", help="Hugging Face attention: eager, sdpa or flash "
-                             "(default: the config's, else what transformers chooses)")
-]
-Tf32Opt = Annotated[
-    str, typer.Option("--tf32", help="fp32 GEMMs/convs as TF32: default (PyTorch: convs yes, matmuls no), on, off")
-]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when an op has no cost rule instead of listing it")]
-HostOpt = Annotated[
-    float | None, typer.Option("--host-dispatch-us", min=0, help="Eager per-op host cost in us (default: the profile's)")
-]
 HostProfileOpt = Annotated[
     str | None, typer.Option("--host-profile", help="A calibrated CPU profile (dnnmap calibrate --out F): its "
                              "measured eager per-op cost drives the GPU's host timeline")
@@ -60,7 +52,6 @@ PriceOpt = Annotated[
     float | None, typer.Option("--price-per-hour", min=0, help="USD per device-hour (default: the profile's "
                                "price_per_hour_usd, if it has one): adds $ per 1,000 inferences / per million tokens")
 ]
-PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write plots (PNG and SVG) to DIR")]
 StrategyOverrideOpt = Annotated[
     str | None, typer.Option("--strategy", "-s", help="Override the fusion the mode implies: unfused, greedy, compiler")
 ]
@@ -109,7 +100,7 @@ def analyze(
     from dnnmap.api import analyze as api_analyze
     from dnnmap.report.estimate import estimate_dataframe, estimate_to_dict, render_analyze
 
-    _check_plot_dir(plot)
+    check_plot(plot)
     kw = capture_kwargs(batch, input_shape, seq_len, dtype)
     kw.pop("batch")
     est = api_analyze(
@@ -168,7 +159,7 @@ def compare(
     from dnnmap.api import compare as api_compare
     from dnnmap.report.estimate import comparison_dataframe, comparison_to_dict, render_compare
 
-    _check_plot_dir(plot)
+    check_plot(plot)
     kw = capture_kwargs(batch, input_shape, seq_len, dtype)
     kw.pop("batch")
     cmp = api_compare(
@@ -199,12 +190,6 @@ def _compared_profiles(hardware: str, dirs: Any) -> dict[str, Any]:
     return {p.name: p for p in profs}
 
 
-def _check_plot_dir(plot: Path | None) -> None:
-    """Before any work: the plot directory can be written (created if missing)."""
-    if plot is not None:
-        from dnnmap.report.plots import check_plot_dir
-
-        check_plot_dir(plot)
 
 
 def host_dispatch(us: float | None, host_profile: str | None, dirs: Any) -> float | None:

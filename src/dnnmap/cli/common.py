@@ -154,3 +154,28 @@ def stamped(data: Any, kind: str | None = None) -> dict[str, Any]:
 WeightsOpt = Annotated[str | None, typer.Option("--weights", help="Stored weights: int8, int4, fp8 (matmuls run at --precision)")]
 GroupSizeOpt = Annotated[int, typer.Option("--group-size", min=1, help="int4 scale group size")]
 KvDtypeOpt = Annotated[str | None, typer.Option("--kv-dtype", help="KV cache: fp16, bf16, fp8, fp32")]
+
+
+# how a model runs (analyze, compare, report, generate): one declaration each
+ModeOpt = Annotated[
+    str, typer.Option("--mode", "-m", help="eager (one kernel per ATen op, issued by Python), compiled "
+                      "(torch.compile's fused kernels) or cudagraph (compiled, replayed from a CUDA graph)")
+]
+AttnOpt = Annotated[
+    str | None, typer.Option("--attn-implementation", help="Hugging Face attention: eager, sdpa or flash "
+                             "(default: the config's, else what transformers chooses)")
+]
+Tf32Opt = Annotated[
+    str, typer.Option("--tf32", help="fp32 GEMMs/convs as TF32: default (PyTorch: convs yes, matmuls no), on, off")
+]
+HostOpt = Annotated[
+    float | None, typer.Option("--host-dispatch-us", min=0, help="Eager per-op host cost in us (default: the profile's)")
+]
+
+
+def check_plot(plot: Path | None) -> None:
+    """Before any work: the ``--plot`` directory can be written (created if missing)."""
+    if plot is not None:
+        from dnnmap.report.plots import check_plot_dir
+
+        check_plot_dir(plot)

@@ -7,12 +7,16 @@ from typing import Annotated
 import typer
 
 from dnnmap.cli.common import (
+    AttnOpt,
     ForceOpt,
     GroupSizeOpt,
+    HostOpt,
     JsonOpt,
     KvDtypeOpt,
     PlotOpt,
+    Tf32Opt,
     WeightsOpt,
+    check_plot,
     console,
     handle_errors,
     write_files_said,
@@ -59,9 +63,9 @@ def generate(
     group_size: GroupSizeOpt = 128,
     kv_dtype: KvDtypeOpt = None,
     capacity_factor: Annotated[float | None, typer.Option("--capacity-factor", help="MoE expert capacity factor (default: dropless)")] = None,
-    attn_implementation: Annotated[str | None, typer.Option("--attn-implementation")] = None,
-    tf32: Annotated[str, typer.Option("--tf32", help="default, on, off")] = "default",
-    host_dispatch_us: Annotated[float | None, typer.Option("--host-dispatch-us", help="Eager per-op host cost")] = None,
+    attn_implementation: AttnOpt = None,
+    tf32: Tf32Opt = "default",
+    host_dispatch_us: HostOpt = None,
     check: Annotated[bool, typer.Option("--check", help="Also capture an inner point and compare with the fit")] = False,
     devices: DevicesOpt = None,
     tp: TpOpt = 1,
@@ -72,10 +76,7 @@ def generate(
     force: ForceOpt = False,
 ) -> None:
     """Time to first token, time per output token, throughput and memory of LLM generation."""
-    if plot is not None:  # before any work: the directory can be written
-        from dnnmap.report.plots import check_plot_dir
-
-        check_plot_dir(plot)
+    check_plot(plot)  # before any work: the directory can be written
     from rich.table import Table
 
     from dnnmap.api import generate as run

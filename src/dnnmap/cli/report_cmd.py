@@ -7,15 +7,18 @@ from typing import Annotated
 
 import typer
 
-from dnnmap.cli.analyze_cmd import AttnOpt, ModeOpt, PrecisionOpt, PriceOpt, Tf32Opt
+from dnnmap.cli.analyze_cmd import PrecisionOpt, PriceOpt
 from dnnmap.cli.common import (
+    AttnOpt,
     BatchOpt,
     DtypeOpt,
     ForceOpt,
     HardwareDirOpt,
     InputShapeOpt,
     ModelArg,
+    ModeOpt,
     SeqLenOpt,
+    Tf32Opt,
     capture_kwargs,
     check_outputs,
     handle_errors,

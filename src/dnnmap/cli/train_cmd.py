@@ -10,6 +10,7 @@ from dnnmap.cli.common import (
     ForceOpt,
     JsonOpt,
     PlotOpt,
+    check_plot,
     console,
     handle_errors,
     write_files_said,
@@ -45,10 +46,7 @@ def train(
     force: ForceOpt = False,
 ) -> None:
     """Predict one training step: forward / backward / optimizer / communication, throughput, MFU, memory."""
-    if plot is not None:  # before any work: the directory can be written
-        from dnnmap.report.plots import check_plot_dir
-
-        check_plot_dir(plot)
+    check_plot(plot)  # before any work: the directory can be written
     from rich.table import Table
 
     from dnnmap.api import train as api_train
