@@ -159,10 +159,13 @@ def build(config: Any, dtype: Any) -> Any:
         ran = want
     except (ValueError, ImportError, NotImplementedError):
         # an architecture that does not support the requested attention (Bloom, Mamba and
-        # Switch refuse SDPA; the error text varies between transformers versions): its default
-        model = build_fn(config, dtype=dtype)
-        ran = str(getattr(model.config, "_attn_implementation", None) or "eager")
-        ran = ran if ran in ATTENTION_IMPLEMENTATIONS else "eager"
+        # Switch refuse SDPA; the error text varies between transformers versions): the
+        # model's own Python attention, which every architecture has. The failed attempt left
+        # its choice on the config, so the retry names eager rather than "the default".
+        if want == "eager":
+            raise
+        model = build_fn(config, attn_implementation="eager", dtype=dtype)
+        ran = "eager"
     model.dnnmap_attention = ran
     return model.eval()
 
