@@ -37,6 +37,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from dnnmap.errors import DnnmapError, UnknownNameError
 
 _PREFIX = "hf:"
@@ -166,8 +168,24 @@ def build(config: Any, dtype: Any) -> Any:
             raise
         model = build_fn(config, attn_implementation="eager", dtype=dtype)
         ran = "eager"
+    if getattr(config, "is_encoder_decoder", False):
+        model = EncoderDecoder(model)
     model.dnnmap_attention = ran
     return model.eval()
+
+
+class EncoderDecoder(nn.Module):
+    """An encoder-decoder (T5, Switch, BART) called with token ids only: the decoder reads the
+    same ids (decoder length = encoder length, one teacher-forced pass), since the model itself
+    refuses a forward without decoder inputs. Module paths keep the model's names under ``model.``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def forward(self, input_ids: Any) -> Any:
+        return self.model(input_ids=input_ids, decoder_input_ids=input_ids)
 
 
 def vocab_size(config: Any) -> int:
