@@ -215,18 +215,23 @@ How to read the tables (see `src/dnnmap/mapping/` for the formulas):
 
 
 READING = """What moves these ratios (no number here was fitted to them: the profiles hold datasheet
-figures, and the mapper's constants are derived in its docstrings):
+figures or say `estimated`, and the mapper's constants are derived in its docstrings):
 
-- batch 1 on a GPU is dominated by the per-kernel launch cost (`kernel_launch_us`, 4 us per
-  kernel in the GPU profiles: an eager launch). TensorRT replays CUDA graphs, where the gap
-  between kernels is nearer 1-2 us, so the batch-1 rows lean pessimistic; a calibrated profile
-  replaces the figure by a measured one;
-- between kernels dnnmap keeps activations and weights in DRAM / HBM (it does not model GPU L2
-  residency). The L4's 48 MB L2 holds all of ResNet-50's INT8 weights, which the model cannot
-  exploit: its L4 rows are the most pessimistic;
+- the rows run as CUDA graphs (NVIDIA's TensorRT harness replays them): one host launch, then
+  the device's `kernel_gap_us` between kernels. Batch 1 is set by small, few-SM kernels; the
+  A100 and Orin batch-1 rows come out 1.6-1.8x too fast, the L4's 1.3x too slow;
+- GPU L2 residency is modelled (activations by reuse distance; weights when they fit beside the
+  largest activation set), so batch-1 weights stay in L2 on the A100 / H100 / L4;
+- the L4 runs at its estimated sustained clock (1425 of 2040 MHz, power-limited): its Offline
+  row is the most pessimistic (0.56);
 - large-batch throughput is set by tensor-core efficiency (tiles, waves, pipeline fill) and
-  HBM bandwidth, which is what the mapper models in most detail; that is where a theoretical
-  estimate should come closest to a measurement.
+  HBM bandwidth.
+
+Which cases informed which choice: none of these rows set a constant. The table was looked at
+after the GPU model was built (issue 8), and two changes were tried against it — fill/drain
+hidden by co-resident blocks, and the best Offline batch instead of 256 — neither helped and
+both were reverted. The earlier median (17 %) came from an additive 4 us launch per kernel,
+which the two-timeline model replaced.
 """
 
 
