@@ -109,3 +109,33 @@ def test_backward_flops_equal_flop_counter(model: str, kw: dict) -> None:
     ours_bwd = _gemm_flops(g, ("backward",))
     assert ours_bwd == pytest.approx(total - fwd, rel=1e-3)
     assert _gemm_flops(g, ("forward", "loss")) == pytest.approx(fwd, rel=1e-3)
+
+
+def test_recompute_leaves_model_flops_unchanged() -> None:
+    # checkpoint's early stop must not make backward ops look recomputed: MFU counts the
+    # model's forward + backward FLOPs whatever is recomputed (and only the re-run forward is)
+    from dnnmap.training.step import model_flops
+
+    flops, redo = {}, {}
+    for rc in ("none", "full"):
+        g = capture_train_step("hf:gpt2", batch=1, seq_len=16, layers=2, optimizer="none", recompute=rc,
+                               attn_implementation="eager")
+        flops[rc], redo[rc] = model_flops(g), g.meta["recomputed_ops"]
+        fwd = len(phase_ops(g, ("forward",)))
+    assert flops["full"] == flops["none"]
+    assert 0 < len(redo["full"]) <= fwd  # at most the forward again, never the backward
+
+
+def test_tp_splits_gradients_and_optimizer_state_per_device() -> None:
+    from dnnmap.mapping.api import resolve_profile
+    from dnnmap.pipeline import Scenario
+    from dnnmap.training.multi import step_model
+
+    s = Scenario("hf:gpt2", batch=1, seq_len=16, layers=2, optimizer="adam", attn_implementation="eager")
+    prof = resolve_profile("h100-sxm5")
+    one, four = step_model(s, prof, 1), step_model(s, prof, 4)
+    tot = lambda sp: sp.pre + 2 * sp.block + sp.post  # noqa: E731
+    # fp32, no AMP: a gradient per parameter, Adam's two moments: on each of 4 devices, of its share
+    assert tot(four.grads) == pytest.approx(tot(four.weights), rel=1e-6)
+    assert tot(four.state) == pytest.approx(2 * tot(four.weights), rel=1e-2)  # + the step counters
+    assert tot(four.weights) < tot(one.weights) / 3.5  # all but norms and positions split 4 ways

@@ -80,10 +80,10 @@ def capture_train_step(
     with hf.attention(attn_implementation):
         name, module, example, vocab = _build(model, batch, seq_len, input_shape, inputs, layers)
     module.train()
-    blocks = _wrap_blocks(module, recompute) if recompute != "none" else 0
+    stack = ModuleStack(module)
+    blocks = _wrap_blocks(module, recompute, stack) if recompute != "none" else 0
     fake_mode = _fake_mode_of(module, example)
     b, st = static_tensors(module, example, name)
-    stack = ModuleStack(module)
     rec = _Recorder(b, st.by_object, module_constants(module), stack)
     opt = _optimizer(module, optimizer, foreach)
     with fake_mode or contextlib.nullcontext(), _labels(module):
@@ -247,9 +247,15 @@ def _save_gemms(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
     return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def _wrap_blocks(module: nn.Module, recompute: str) -> int:
+def _wrap_blocks(module: nn.Module, recompute: str, stack: ModuleStack) -> int:
+    """Checkpoint every block. The block's forward runs under a frame of its own on ``stack``,
+    removed however it ends: PyTorch's non-reentrant checkpoint stops a recomputation early
+    (an exception once the tensors backward needs exist), skipping the inner modules'
+    forward hooks that would pop their frames; frames left behind made every later backward
+    op look recomputed (MFU counted a third of the backward FLOPs)."""
     from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
 
+    paths = {id(m): p for p, m in module.named_modules()}
     blocks = blocks_of(module)
     for blk in blocks:
         fwd = blk.forward
@@ -257,7 +263,15 @@ def _wrap_blocks(module: nn.Module, recompute: str) -> int:
         if recompute == "selective":
             kw["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _save_gemms)
 
-        def run(*a: Any, _f: Any = fwd, _kw: dict = kw, **k: Any) -> Any:
+        def framed(*a: Any, _f: Any = fwd, _frame: tuple = (paths[id(blk)], type(blk).__name__), **k: Any) -> Any:
+            depth = len(stack.frames)
+            stack.frames.append((*_frame, (), {}))
+            try:
+                return _f(*a, **k)
+            finally:
+                del stack.frames[depth:]
+
+        def run(*a: Any, _f: Any = framed, _kw: dict = kw, **k: Any) -> Any:
             return checkpoint(_f, *a, **_kw, **k)
 
         blk.forward = run

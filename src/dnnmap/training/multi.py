@@ -162,10 +162,12 @@ def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
         part, est = map_graph(sub, s, device_for(s, profile, prec), lambda p, w: shard_works(p, w, tp))
         times[name] = _split_times(sub, part, est, first)
     mem = step_memory(g)
-    w_items = [(t.name.rpartition(".")[0], t.nbytes // (tp if is_tp_param(t.name) else 1))
-               for t in g.iter_tensors(Role.WEIGHT)]
+    params = list(g.iter_tensors(Role.WEIGHT))
+    w_items = [(t.name.rpartition(".")[0], t.nbytes // (tp if is_tp_param(t.name) else 1)) for t in params]
     weights = _split_bytes(w_items, first)
-    wsum = sum(b for _, b in w_items) or 1
+    # gradients and optimizer state follow the parameters: this device's share of them is its
+    # (tensor-parallel) share of the whole model's weight bytes, not of its own
+    wsum = sum(t.nbytes for t in params) or 1
     ratio = lambda x: Split(weights.pre * x / wsum, weights.block * x / wsum, weights.post * x / wsum)  # noqa: E731
     saved = _split_bytes(_saved_items(g, tp), first)
     blocks = len({c for c in (component(op.module_path, first) for op in g.ops) if c.startswith("block:")})
