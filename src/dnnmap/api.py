@@ -82,14 +82,19 @@ def analyze(
     tp: int = 1,
     pp: int = 1,
     dp: int | None = None,
+    microbatches: int = 1,
+    ep: int = 1,
+    plan: str | None = None,
+    top: int = 5,
     **scenario_kwargs: Any,
-):  # noqa: ANN201 - mapping.Estimate
+):  # noqa: ANN201 - mapping.Estimate, or a list of them for plan="auto"
     """Predict latency, throughput, utilization and energy of ``model`` on one device.
 
-    ``devices`` / ``tp`` / ``pp`` / ``dp``: inference on many devices (Megatron tensor
-    parallelism, pipeline stages, replicas; :mod:`dnnmap.parallel.inference`): the latency of
-    one request, ``meta["parallel"]`` (stages, all-reduces, throughput of all replicas) and the
-    memory of one device.
+    ``devices`` / ``tp`` / ``pp`` / ``dp`` / ``microbatches`` / ``ep``: inference on many
+    devices (Megatron tensor parallelism, pipeline stages streaming micro-batches, replicas,
+    experts split over replicas; :mod:`dnnmap.parallel.inference`): the latency of one request,
+    ``meta["parallel"]`` (stages, collectives, bubble, throughput of all replicas) and the memory
+    of one device. ``plan="auto"``: the ``top`` fitting plans of ``devices``, fastest first.
 
     ``hardware`` is a profile name (``"h100-sxm5"``), a YAML path or a ``HardwareProfile``.
     ``mode`` is ``eager`` (one kernel per ATen op, issued by Python), ``compiled`` (the
@@ -103,15 +108,36 @@ def analyze(
     s = scenario(model, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
                  onchip_budget_bytes=onchip_budget_bytes, **scenario_kwargs)
     prof = _profile(hardware, hardware_dirs)
-    if devices is not None or tp > 1 or pp > 1 or (dp or 1) > 1:
-        from dnnmap.mapping.api import resolve_profile
+    if plan is not None:
+        from dnnmap.parallel.inference import search_analyze
+
+        return search_analyze(s, prof, _auto_devices(plan, devices, tp, pp, dp, microbatches), top,
+                              ep=ep if ep > 1 else None)
+    if _parallel(devices, tp, pp, dp, microbatches, ep):
         from dnnmap.parallel.inference import estimate_parallel, plan_for
 
-        prof = resolve_profile(prof)
-        par = plan_for(s.model, prof, devices, tp, pp, dp)
+        par = plan_for(s.model, prof, devices, tp, pp, dp, microbatches=microbatches, ep=ep, batches=[s.batch])
         if par is not None:
             return estimate_parallel(s, prof, par)
     return estimate(s, prof)
+
+
+def _parallel(devices: int | None, tp: int, pp: int, dp: int | None, microbatches: int = 1, ep: int = 1) -> bool:
+    return devices is not None or tp > 1 or pp > 1 or (dp or 1) > 1 or microbatches > 1 or ep > 1
+
+
+def _auto_devices(plan: str, devices: int | None, tp: int, pp: int, dp: int | None, microbatches: int) -> int:
+    """The devices ``--plan auto`` searches over (it chooses tp, pp, dp and micro-batches itself)."""
+    from dnnmap.errors import DnnmapError
+
+    if plan != "auto":
+        raise DnnmapError(f"--plan takes 'auto' (search every plan), not {plan!r}; give --tp / --pp / --dp for one plan")
+    if tp > 1 or pp > 1 or dp is not None or microbatches > 1:
+        raise DnnmapError("--plan auto chooses tp, pp, dp and micro-batches itself: give --devices N, "
+                          "not --tp / --pp / --dp / --microbatches")
+    if devices is None:
+        raise DnnmapError("--plan auto needs --devices N (the devices to split the model over)")
+    return devices
 
 
 def compare(
@@ -126,12 +152,20 @@ def compare(
     baseline: str | None = None,
     onchip_budget_bytes: int | None = None,
     hardware_dirs: Sequence[str] = (),
+    devices: int | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    dp: int | None = None,
+    microbatches: int = 1,
+    ep: int = 1,
     **scenario_kwargs: Any,
 ):  # noqa: ANN201 - mapping.Comparison
     """Map one capture and one partition of ``model`` onto several devices side by side.
 
     ``hardware`` is ``"all"``, a comma-separated string, or a sequence of names / profiles.
-    Capture and partition are done once and shared by every device.
+    Capture and partition are done once and shared by every device. ``devices`` / ``tp`` /
+    ``pp`` / ``dp`` / ``microbatches`` / ``ep``: every device priced under the same plan (as
+    :func:`analyze`); a device without an interconnect that reaches them is refused.
     """
     from dnnmap.hardware import list_profiles
     from dnnmap.pipeline import compare as compare_scenario
@@ -145,7 +179,29 @@ def compare(
         profiles = [_profile(h, hardware_dirs) for h in hardware]
     s = scenario(model, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
                  onchip_budget_bytes=onchip_budget_bytes, **scenario_kwargs)
+    if _parallel(devices, tp, pp, dp, microbatches, ep):
+        return _compare_parallel(s, profiles, baseline, devices, tp, pp, dp, microbatches, ep)
     return compare_scenario(s, profiles, baseline=baseline)
+
+
+def _compare_parallel(s: Any, profiles: list, baseline: str | None, devices: int | None, tp: int, pp: int,
+                      dp: int | None, microbatches: int, ep: int):  # noqa: ANN202 - mapping.Comparison
+    """Every device under one plan: one capture (per micro-batch) shared, each priced on its interconnect."""
+    from dnnmap.errors import DnnmapError
+    from dnnmap.mapping.api import Comparison
+    from dnnmap.parallel.inference import estimate_parallel, plan_for
+    from dnnmap.pipeline import estimate
+
+    cache: dict = {}
+    ests = []
+    for prof in profiles:
+        par = plan_for(s.model, prof, devices, tp, pp, dp, microbatches=microbatches, ep=ep, batches=[s.batch])
+        ests.append(estimate_parallel(s, prof, par, cache) if par is not None else estimate(s, prof))
+    names = [e.device for e in ests]
+    base = baseline or names[0]
+    if base not in names:
+        raise DnnmapError(f"baseline {base!r} is not among the compared devices: {', '.join(names)}")
+    return Comparison(tuple(ests), base)
 
 
 def _profile(hardware: Any, hardware_dirs: Sequence[str]):  # noqa: ANN202
@@ -186,15 +242,32 @@ def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = No
     return parallel_step(s, hardware, p)
 
 
-def generate(model: str, hardware: Any, prompt: int, gen: int, batch: int | Sequence[int] = 1, **kw: Any):  # noqa: ANN201
+_PLAN_KEYS = ("devices", "tp", "pp", "dp", "microbatches", "ep")
+
+
+def generate(model: str, hardware: Any, prompt: int, gen: int, batch: int | Sequence[int] = 1, *,
+             plan: str | None = None, top: int = 5, **kw: Any):  # noqa: ANN201
     """LLM generation: TTFT, time per output token, throughput, memory (see :mod:`dnnmap.generate`).
 
-    ``devices`` / ``tp`` / ``pp`` / ``dp``: on many devices (:mod:`dnnmap.parallel.inference`)."""
-    if any(kw.get(k) not in (None, 1) for k in ("devices", "tp", "pp", "dp")):
+    ``devices`` / ``tp`` / ``pp`` / ``dp`` / ``microbatches`` / ``ep``: on many devices
+    (:mod:`dnnmap.parallel.inference`); ``plan="auto"`` (one batch size): the ``top`` fitting
+    plans of ``devices``, fastest end to end first."""
+    if plan is not None:
+        from dnnmap.errors import DnnmapError
+        from dnnmap.parallel.inference import search_generate
+
+        batches = [batch] if isinstance(batch, int) else sorted(set(batch))
+        if len(batches) != 1:
+            raise DnnmapError(f"--plan auto ranks plans at one batch size; give one --batch, not {batches}")
+        n = _auto_devices(plan, kw.pop("devices", None), kw.pop("tp", 1), kw.pop("pp", 1), kw.pop("dp", None),
+                          kw.pop("microbatches", 1))
+        ep = kw.pop("ep", 1)
+        return search_generate(model, hardware, prompt, gen, batches[0], n, top, ep=ep if ep > 1 else None, **kw)
+    if any(kw.get(k) not in (None, 1) for k in _PLAN_KEYS):
         from dnnmap.parallel.inference import generate_parallel
 
         return generate_parallel(model, hardware, prompt, gen, batch, **kw)
     from dnnmap.generate import generate as _generate
 
-    kw = {k: v for k, v in kw.items() if k not in ("devices", "tp", "pp", "dp")}
+    kw = {k: v for k, v in kw.items() if k not in _PLAN_KEYS}
     return _generate(model, hardware, prompt, gen, batch, **kw)

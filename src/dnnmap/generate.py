@@ -52,7 +52,13 @@ from dnnmap.mapping.lengths import (
     regroup,
     work_vector,
 )
-from dnnmap.mapping.weights import Storage, adjust, kv_tensors, resident_weight_bytes
+from dnnmap.mapping.weights import (
+    Storage,
+    adjust,
+    expert_weight_bytes,
+    kv_tensors,
+    resident_weight_bytes,
+)
 from dnnmap.memory import MemoryFit, capacity_bytes, live_bytes, workspace_bytes
 
 
@@ -306,6 +312,22 @@ def generate(
 
     ``parallel``: a :class:`dnnmap.parallel.inference.InferenceParallel` (many devices): each
     phase is mapped tensor-parallel and split into pipeline stages, memory is per device."""
+    return generate_plans(model, hardware, prompt, gen, batch, [parallel], precision=precision, mode=mode,
+                          weights=weights, group_size=group_size, kv_dtype=kv_dtype, capacity_factor=capacity_factor,
+                          attn_implementation=attn_implementation, tf32=tf32, host_dispatch_us=host_dispatch_us,
+                          samples=samples, check=check, workspace=workspace)[0]
+
+
+def generate_plans(
+    model: str, hardware: HardwareProfile | str, prompt: int, gen: int, batch: int | Sequence[int],
+    parallels: Sequence[Any], *, precision: Precision | str = Precision.BF16,
+    mode: ExecutionMode | str = ExecutionMode.CUDAGRAPH, weights: str | None = None, group_size: int = 128,
+    kv_dtype: str | None = None, capacity_factor: float | None = None, attn_implementation: str | None = None,
+    tf32: Tf32Mode | str = Tf32Mode.DEFAULT, host_dispatch_us: float | None = None, samples: int = 6,
+    check: bool = False, workspace: int | None = None,
+) -> list[GenerationReport]:
+    """:func:`generate` under each of ``parallels`` (None: one device), from one set of captures
+    (fitted over the request batches and every plan's micro-batches)."""
     batches = sorted({batch} if isinstance(batch, int) else set(batch))
     if not batches or batches[0] < 1 or prompt < 1 or gen < 1:
         raise DnnmapError(f"prompt, gen and every batch must be >= 1 (got prompt {prompt}, gen {gen}, batch {batches})")
@@ -323,42 +345,58 @@ def generate(
         device = device.with_host_dispatch(host_dispatch_us * 1e-6)
     cache = CacheKind.DYNAMIC if mode is ExecutionMode.EAGER else CacheKind.STATIC
     cap = _Captures(lm, cache, mode.strategy, precision, storage)
-    pre = _Prefill.of(cap, batches, prompt, check)
+    fitted = sorted({*batches, *(p.micro(b) for p in parallels if p is not None for b in batches)})
+    pre = _Prefill.of(cap, fitted, prompt, check)
     lengths = _decode_lengths(prompt, gen, samples)
-    dec = _Decode.of(cap, batches, lengths, check) if lengths else None
+    dec = _Decode.of(cap, fitted, lengths, check) if lengths else None
     graph = pre.family.template
     weights_b = resident_weight_bytes(graph, precision, storage)
     int4_b = resident_weight_bytes(graph, precision, replace(storage, weights="int4")) \
         if storage.weights != "int4" else None
+    full_b = resident_weight_bytes(graph, precision, Storage())
+    experts_b = expert_weight_bytes(graph, precision)
     ws = workspace if workspace is not None else workspace_bytes(prof)
     kv_item = storage.kv_itemsize(precision)
     cap_b = capacity_bytes(prof)
     peaks: dict[int, int] = {}
-
-    def memory(b: int, w: int) -> MemoryFit:
-        if b not in peaks:
-            peaks[b] = max(pre.peak(b), dec.peak(b) if dec and dec.peak else 0)
-        fit = MemoryFit(w, peaks[b], lm.kv_bytes(prompt + gen, b, kv_item), ws, cap_b)
-        return parallel.memory(fit) if parallel is not None else fit
-
-    rows = []
-    for b in batches:
-        fit = memory(b, weights_b)
-        if not fit.fits:
-            alt = memory(b, int4_b) if int4_b is not None else None
-            rows.append(GenerationRow(b, fit, message=_advice(fit, alt), _steps=gen - 1))
-            continue
-        rows.append(_row(cap, pre, dec, b, prompt, lengths, device, mode, fit, gen, parallel))
     notes = [*pre.notes, *(dec.notes if dec else ()), *_notes(lm, cache, mode, storage)]
-    return GenerationReport(
-        model=model, device=prof.name, prompt=prompt, gen=gen, precision=precision.value, mode=mode.value,
-        storage=storage, rows=tuple(rows), max_batch=_max_batch(lambda b: memory(b, weights_b).fits),
-        kv_bytes_per_token=lm.kv_bytes(1, 1, kv_item), notes=tuple(dict.fromkeys(notes)),
-        meta={"attention": lm.attention, "cache": cache.value, "decode_lengths": lengths,
-              "capture_dtype": lm.dtype, "captures": cap.count,
-              "decode_segments": [(lo, hi) for lo, hi, *_ in dec.segments] if dec else [],
-              **({"parallel": parallel.describe()} if parallel is not None else {})},
-    )
+    meta = {"attention": lm.attention, "cache": cache.value, "decode_lengths": lengths, "capture_dtype": lm.dtype,
+            "captures": cap.count, "decode_segments": [(lo, hi) for lo, hi, *_ in dec.segments] if dec else []}
+
+    def report(parallel: Any) -> GenerationReport:
+        def memory(b: int, w: int) -> MemoryFit:
+            mb = parallel.micro(b) if parallel is not None else b  # the activations of one micro-batch live
+            if mb not in peaks:
+                peaks[mb] = max(pre.peak(mb), dec.peak(mb) if dec and dec.peak else 0)
+            fit = MemoryFit(w, peaks[mb], lm.kv_bytes(prompt + gen, b, kv_item), ws, cap_b)
+            return parallel.memory(fit, experts_b * w // max(full_b, 1)) if parallel is not None else fit
+
+        rows = []
+        for b in batches:
+            fit = memory(b, weights_b)
+            if not fit.fits:
+                alt = memory(b, int4_b) if int4_b is not None else None
+                rows.append(GenerationRow(b, fit, message=_advice(fit, alt), _steps=gen - 1))
+                continue
+            rows.append(_row(cap, pre, dec, b, prompt, lengths, device, mode, fit, gen, parallel))
+        extra = [] if parallel is None or parallel.plan.ep == 1 else [
+            "expert parallelism: each device's expert-weight traffic is taken as one replica's (its tokens "
+            "over all experts), an upper bound when prefill reaches every expert"]
+        return GenerationReport(
+            model=model, device=prof.name, prompt=prompt, gen=gen, precision=precision.value, mode=mode.value,
+            storage=storage, rows=tuple(rows), max_batch=_max_batch(lambda b: memory(b, weights_b).fits),
+            kv_bytes_per_token=lm.kv_bytes(1, 1, kv_item), notes=tuple(dict.fromkeys([*notes, *extra])),
+            meta={**meta, **({"parallel": parallel.describe(), "plan": _plan_record(parallel)}
+                             if parallel is not None else {})},
+        )
+
+    return [report(p) for p in parallels]
+
+
+def _plan_record(parallel: Any) -> dict[str, Any]:
+    p = parallel.plan
+    return {"plan": str(p), "devices": p.devices, "dp": p.dp, "tp": p.tp, "pp": p.pp, "ep": p.ep,
+            "microbatches": p.microbatches}
 
 
 def _moe_fp32(lm: CausalLM, precision: Precision) -> bool:
@@ -370,16 +408,18 @@ def _moe_fp32(lm: CausalLM, precision: Precision) -> bool:
 
 def _row(cap: _Captures, pre: _Prefill, dec: _Decode | None, b: int, prompt: int, lengths: list[int],
          device: Device, mode: ExecutionMode, fit: MemoryFit, gen: int, parallel: Any = None) -> GenerationRow:
-    def mapped(works: tuple, part: Partition, tokens: int) -> Estimate:
+    mb = parallel.micro(b) if parallel is not None else b  # a request streams in micro-batches of mb
+
+    def mapped(works: tuple, part: Partition, tokens: int, decode: bool) -> Estimate:
         if parallel is None:
             return _map(works, part, device, b, mode)
-        return parallel.run(part, works, lambda w: _map(w, part, device, b, mode), b, tokens,
-                            device.precision.bytes_per_element)
+        return parallel.run(part, works, lambda w: _map(w, part, device, mb, mode), mb, tokens,
+                            device.precision.bytes_per_element, decode=decode)
 
-    first = mapped(*pre.at(cap, b, prompt), prompt)
+    first = mapped(*pre.at(cap, mb, prompt), prompt, False)
     if dec is None:
         return GenerationRow(b, fit, first.latency_s, None, None, first.latency_s, first.bound.value, "", _steps=0)
-    ests = [mapped(*dec.at(b, n), 1) for n in lengths]
+    ests = [mapped(*dec.at(mb, n), 1, True) for n in lengths]
     times = [e.latency_s for e in ests]
     total = first.latency_s + _decode_total(lengths, times)
     bounds = [e.bound.value for e in ests]

@@ -11,7 +11,10 @@ from dnnmap.cli.common import (
     AttnOpt,
     BatchOpt,
     CsvOpt,
+    DevicesOpt,
+    DpOpt,
     DtypeOpt,
+    EpOpt,
     ForceOpt,
     GroupSizeOpt,
     HardwareDirOpt,
@@ -19,11 +22,15 @@ from dnnmap.cli.common import (
     InputShapeOpt,
     JsonOpt,
     KvDtypeOpt,
+    MicrobatchesOpt,
     ModelArg,
     ModeOpt,
+    PlanOpt,
     PlotOpt,
+    PpOpt,
     SeqLenOpt,
     Tf32Opt,
+    TpOpt,
     WeightsOpt,
     capture_kwargs,
     check_plot,
@@ -33,7 +40,6 @@ from dnnmap.cli.common import (
     write_json,
     write_text,
 )
-from dnnmap.cli.generate_cmd import DevicesOpt, DpOpt, PpOpt, TpOpt
 from dnnmap.errors import DnnmapError
 
 PrecisionOpt = Annotated[
@@ -89,6 +95,9 @@ def analyze(
     tp: TpOpt = 1,
     pp: PpOpt = 1,
     dp: DpOpt = None,
+    microbatches: MicrobatchesOpt = 1,
+    ep: EpOpt = 1,
+    plan: PlanOpt = None,
     price_per_hour: PriceOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
@@ -96,7 +105,7 @@ def analyze(
     plot: PlotOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Predict latency, throughput, utilization and energy on one device, per fused kernel."""
+    """Predict latency, throughput, utilization and energy on one device (or a plan of many), per fused kernel."""
     from dnnmap.api import analyze as api_analyze
     from dnnmap.report.estimate import estimate_dataframe, estimate_to_dict, render_analyze
 
@@ -108,8 +117,11 @@ def analyze(
         onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
         attn_implementation=attn_implementation, tf32=tf32, strict=strict,
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir),
-        weights=weights, group_size=group_size, kv_dtype=kv_dtype, devices=devices, tp=tp, pp=pp, dp=dp, **kw,
+        weights=weights, group_size=group_size, kv_dtype=kv_dtype, devices=devices, tp=tp, pp=pp, dp=dp,
+        microbatches=microbatches, ep=ep, plan=plan, **kw,
     )
+    plans = est if isinstance(est, list) else None
+    est = plans[0] if plans else est
     from dnnmap.hardware import load_profile
     from dnnmap.hardware.price import cost, cost_line, price_of
 
@@ -118,8 +130,13 @@ def analyze(
     c = cost(est.latency_s, est.batch, price, seq_len, source)
     data = {**estimate_to_dict(est), "cost": c}
     line = cost_line(c)
-    _emit(data, estimate_dataframe(est), [*render_analyze(est, top=top, explain=explain), *([line] if line else [])],
-          json_out, csv_out, force)
+    shown = [*render_analyze(est, top=top, explain=explain), *([line] if line else [])]
+    if plans:
+        from dnnmap.report.estimate import plan_rows, render_plans
+
+        data["plans"] = plan_rows(plans)
+        shown.append(render_plans(plans))
+    _emit(data, estimate_dataframe(est), shown, json_out, csv_out, force)
     if plot is not None:
         from dnnmap.report.plots import estimate_plots
 
@@ -148,6 +165,12 @@ def compare(
     weights: WeightsOpt = None,
     group_size: GroupSizeOpt = 128,
     kv_dtype: KvDtypeOpt = None,
+    devices: DevicesOpt = None,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    dp: DpOpt = None,
+    microbatches: MicrobatchesOpt = 1,
+    ep: EpOpt = 1,
     price_per_hour: PriceOpt = None,
     hardware_dir: HardwareDirOpt = None,
     json_out: JsonOpt = None,
@@ -155,7 +178,8 @@ def compare(
     plot: PlotOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Devices side by side: latency, throughput, utilization, energy, speed-up over a baseline."""
+    """Devices side by side (each under one plan with --devices / --tp / --pp / --dp): latency, throughput,
+    utilization, energy, speed-up over a baseline."""
     from dnnmap.api import compare as api_compare
     from dnnmap.report.estimate import comparison_dataframe, comparison_to_dict, render_compare
 
@@ -167,7 +191,8 @@ def compare(
         baseline=baseline, onchip_budget_bytes=onchip_budget, hardware_dirs=[str(d) for d in hardware_dir or ()],
         attn_implementation=attn_implementation, tf32=tf32, strict=strict,
         host_dispatch_us=host_dispatch(host_dispatch_us, host_profile, hardware_dir),
-        weights=weights, group_size=group_size, kv_dtype=kv_dtype, **kw,
+        weights=weights, group_size=group_size, kv_dtype=kv_dtype, devices=devices, tp=tp, pp=pp, dp=dp,
+        microbatches=microbatches, ep=ep, **kw,
     )
     from dnnmap.report.estimate import comparison_costs
 

@@ -173,6 +173,22 @@ HostOpt = Annotated[
 ]
 
 
+# a plan on many devices (analyze, compare, generate): one declaration each
+DevicesOpt = Annotated[int | None, typer.Option("--devices", min=1, help="Devices (default dp x tp x pp)")]
+TpOpt = Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel degree (Megatron; all-reduces on the "
+                                    "profile's interconnect)")]
+PpOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages, balanced by predicted time")]
+DpOpt = Annotated[int | None, typer.Option("--dp", min=1, help="Replicas (default: devices / (tp x pp)); "
+                                           "throughput x dp")]
+MicrobatchesOpt = Annotated[int, typer.Option("--microbatches", min=1, help="With --pp: the batch streams through "
+                                              "the stages in this many micro-batches (latency: fill + drain; "
+                                              "throughput: one micro-batch per slowest stage)")]
+EpOpt = Annotated[int, typer.Option("--ep", min=1, help="Expert parallelism (MoE): experts split over ep of the dp "
+                                    "replicas, tokens sent by all-to-all")]
+PlanOpt = Annotated[str | None, typer.Option("--plan", help="'auto': the fastest plans that fit --devices N "
+                                             "(with the runners-up)")]
+
+
 def check_plot(plot: Path | None) -> None:
     """Before any work: the ``--plot`` directory can be written (created if missing)."""
     if plot is not None:

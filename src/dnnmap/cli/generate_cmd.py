@@ -8,13 +8,20 @@ import typer
 
 from dnnmap.cli.common import (
     AttnOpt,
+    DevicesOpt,
+    DpOpt,
+    EpOpt,
     ForceOpt,
     GroupSizeOpt,
     HostOpt,
     JsonOpt,
     KvDtypeOpt,
+    MicrobatchesOpt,
+    PlanOpt,
     PlotOpt,
+    PpOpt,
     Tf32Opt,
+    TpOpt,
     WeightsOpt,
     check_plot,
     console,
@@ -23,13 +30,6 @@ from dnnmap.cli.common import (
     write_json,
 )
 from dnnmap.errors import DnnmapError
-
-DevicesOpt = Annotated[int | None, typer.Option("--devices", min=1, help="Devices (default dp x tp x pp)")]
-TpOpt = Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel degree (Megatron; all-reduces on the "
-                                    "profile's interconnect)")]
-PpOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages, balanced by predicted time")]
-DpOpt = Annotated[int | None, typer.Option("--dp", min=1, help="Replicas (default: devices / (tp x pp)); "
-                                           "throughput x dp")]
 
 
 def register(app: typer.Typer) -> None:
@@ -71,6 +71,9 @@ def generate(
     tp: TpOpt = 1,
     pp: PpOpt = 1,
     dp: DpOpt = None,
+    microbatches: MicrobatchesOpt = 1,
+    ep: EpOpt = 1,
+    plan: PlanOpt = None,
     plot: PlotOpt = None,
     json_out: JsonOpt = None,
     force: ForceOpt = False,
@@ -84,13 +87,15 @@ def generate(
     r = run(model, hardware, prompt, gen, _batches(batch), precision=precision, mode=mode, weights=weights,
             group_size=group_size, kv_dtype=kv_dtype, capacity_factor=capacity_factor,
             attn_implementation=attn_implementation, tf32=tf32, host_dispatch_us=host_dispatch_us, check=check,
-            devices=devices, tp=tp, pp=pp, dp=dp)
+            devices=devices, tp=tp, pp=pp, dp=dp, microbatches=microbatches, ep=ep, plan=plan)
+    plans = r if isinstance(r, list) else None
+    r = plans[0] if plans else r
     if plot is not None:
         from dnnmap.report.plots import generation_plots
 
         write_files_said(generation_plots(r, plot), force=True)
     if json_out is not None:
-        write_json(json_out, r.to_dict(), force)
+        write_json(json_out, {**r.to_dict(), **({"plans": [_plan_row(p) for p in plans]} if plans else {})}, force)
         if str(json_out) == "-":
             _exit(r)
             return
@@ -120,7 +125,28 @@ def generate(
             console.print(f"batch {row.batch}: {row.message}", markup=False)
     for n in r.notes:
         console.print(f"note: {n}", markup=False)
+    if plans:
+        console.print(_plans_table(plans, batch))
     _exit(r)
+
+
+def _plan_row(r) -> dict:  # noqa: ANN001 - a GenerationReport of --plan auto
+    row = r.rows[0]
+    return {**r.meta["plan"], "ttft_s": row.ttft_s, "tpot_mean_s": row.tpot_mean_s, "e2e_s": row.e2e_s,
+            "cluster_tokens_per_s": row.cluster_tokens_per_s, "memory_bytes": row.memory.total, "fits": row.fits}
+
+
+def _plans_table(plans: list, batch: str):  # noqa: ANN202 - rich Table
+    from rich.table import Table
+
+    t = Table(title=f"--plan auto at batch {batch}: fastest end to end first (the first is detailed above)")
+    for col in ("plan", "TTFT ms", "TPOT mean ms", "end-to-end s", "cluster tok/s", "memory GB / device"):
+        t.add_column(col, justify="right")
+    for p in plans:
+        d = _plan_row(p)
+        t.add_row(d["plan"], _ms(d["ttft_s"]), _ms(d["tpot_mean_s"]), f"{d['e2e_s']:.3f}",
+                  f"{d['cluster_tokens_per_s']:.0f}" if d["cluster_tokens_per_s"] else "-", f"{d['memory_bytes'] / 1e9:.2f}")
+    return t
 
 
 def _exit(r) -> None:  # noqa: ANN001

@@ -47,7 +47,7 @@ from dnnmap.mapping.workload import Work
 WEIGHT_FORMATS = ("int8", "int4", "fp8")
 KV_DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 DEQUANT_FLOPS_PER_ELEMENT = 2  # convert to the compute type + multiply by the scale
-_GROUPED = ("_grouped_mm", "grouped_mm", "_scaled_grouped_mm")
+GROUPED_MATMULS = ("_grouped_mm", "grouped_mm", "_scaled_grouped_mm")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Storage:
     group_size: int = 128
     kv_dtype: str | None = None  # None: at the compute precision
     capacity_factor: float | None = None  # None: dropless grouped GEMM
+    expert_parallel: int = 1  # experts split over this many devices, each receiving the tokens of as many
 
     def __post_init__(self) -> None:
         if self.weights is not None and self.weights not in WEIGHT_FORMATS:
@@ -71,7 +72,8 @@ class Storage:
 
     @property
     def is_default(self) -> bool:
-        return self.weights is None and self.kv_dtype is None and self.capacity_factor is None
+        return (self.weights is None and self.kv_dtype is None and self.capacity_factor is None
+                and self.expert_parallel == 1)
 
     def kv_itemsize(self, precision: Precision) -> int:
         return KV_DTYPES[self.kv_dtype] if self.kv_dtype else precision.bytes_per_element
@@ -146,10 +148,12 @@ def kv_tensors(g: Graph) -> set[str]:
     return kv
 
 
-def adjust(partition: Partition, works: Sequence[Work], precision: Precision, storage: Storage) -> tuple[Work, ...]:
-    """``works`` with weight, KV and expert traffic as ``storage`` stores and routes them."""
+def adjust(partition: Partition, works: Sequence[Work], precision: Precision, storage: Storage,
+           moe: dict | None = None) -> tuple[Work, ...]:
+    """``works`` with weight, KV and expert traffic as ``storage`` stores and routes them
+    (``moe``: experts and top-k when the graph's meta does not say)."""
     g = partition.graph
-    moe = g.meta.get("moe")
+    moe = moe or g.meta.get("moe")
     if storage.is_default and not moe:
         return tuple(works)
     quant = quantizable(g) if storage.weights else set()
@@ -192,6 +196,12 @@ def _adjust_one(g: Graph, sg: Subgraph, w: Work, precision: Precision, storage: 
     )
 
 
+def expert_weight_bytes(g: Graph, precision: Precision) -> int:
+    """Bytes of the stacked expert weights (what grouped expert matmuls read), at ``precision``."""
+    ids = {_root(g, op.inputs[1]).id for op in g.ops if op.target.split(".")[1] in GROUPED_MATMULS and len(op.inputs) > 1}
+    return sum(g.tensors[t].numel * precision.bytes_per_element for t in ids if g.tensors[t].is_static)
+
+
 def _expert_reach(g: Graph, sg: Subgraph, moe: dict, storage: Storage) -> tuple[float, int, set[str]] | None:
     """(share of expert weights read, extra tensor FLOPs of capacity padding, expert weight ids)
     for the grouped expert matmuls in ``sg``; None when it has none."""
@@ -199,12 +209,14 @@ def _expert_reach(g: Graph, sg: Subgraph, moe: dict, storage: Storage) -> tuple[
     share, extra, ids = None, 0, set()
     for oid in sg.op_ids:
         op = g.op(oid)
-        if op.target.split(".")[1] not in _GROUPED:
+        if op.target.split(".")[1] not in GROUPED_MATMULS:
             continue
         x, w = g.tensors[op.inputs[0]], _root(g, op.inputs[1])
         rows = x.shape[0] if len(x.shape) == 2 else math.prod(x.shape[:-1])
         tokens = rows / top_k
-        share = expected_experts(experts, top_k, tokens) / experts
+        # expert parallelism: this device holds E / ep experts and serves the tokens of ep devices
+        ep = storage.expert_parallel
+        share = expected_experts(experts, top_k, tokens * ep) / experts / ep
         ids.add(w.id)
         if storage.capacity_factor is not None and rows:
             cap = math.ceil(storage.capacity_factor * tokens * top_k / experts)

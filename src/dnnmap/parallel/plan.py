@@ -67,7 +67,10 @@ class ParallelPlan:
         if batch is not None and batch % (self.dp * self.microbatches):
             raise DnnmapError(f"global batch {batch} is not divisible by dp x microbatches = "
                               f"{self.dp} x {self.microbatches}")
-        if self.ep > 1 and (self.dp % self.ep or (experts is not None and experts % self.ep)):
-            raise DnnmapError(f"ep={self.ep} must divide dp={self.dp} and the {experts} experts")
+        if experts is not None and experts % self.ep:
+            raise DnnmapError(f"ep={self.ep} does not divide the {experts} experts")
+        if self.dp % self.ep:
+            raise DnnmapError(f"ep={self.ep} does not divide dp={self.dp}: experts are split over data-parallel "
+                              "replicas (ep x tp x pp devices at least)")
         if self.pp == 1 and self.microbatches > 1 and self.zero >= 2:
             pass  # gradient accumulation with sharded gradients: allowed, reduce-scatter per micro-batch

@@ -47,8 +47,52 @@ NULL_WHY = {
 
 
 def estimate_to_dict(est: Estimate) -> dict[str, Any]:
-    """JSON-ready: summary, notes, one record per subgraph (with its schedule slot)."""
-    return json_safe(est.to_dict(), NULL_WHY)
+    """JSON-ready: summary, notes, one record per subgraph (with its schedule slot), and on many
+    devices the plan (:func:`parallel_record`)."""
+    d = est.to_dict()
+    par = parallel_record(est)
+    if par is not None:
+        d["parallel"] = par
+    return json_safe(d, NULL_WHY)
+
+
+_PARALLEL_KEYS = ("plan", "devices", "dp", "tp", "pp", "ep", "microbatches", "microbatch", "latency_s",
+                  "throughput_per_s", "period_s", "bubble_s", "compute_s", "communication_s", "tp_comm_s",
+                  "tp_all_reduce_s", "all_reduces", "ep_comm_s", "ep_all_to_all_s", "all_to_alls", "send_s", "stage_s")
+
+
+def parallel_record(est: Estimate) -> dict[str, Any] | None:
+    """The plan of a multi-device estimate (``schema analyze``'s ``parallel``); None on one device."""
+    p = est.meta.get("parallel")
+    if not p:
+        return None
+    return {**{k: p[k] for k in _PARALLEL_KEYS}, "memory_per_device": dict(est.meta.get("memory_per_device", {}))}
+
+
+def plan_rows(ests: list[Estimate]) -> list[dict[str, Any]]:
+    """``--plan auto``'s ranking: one record per plan, best first."""
+    out = []
+    for e in ests:
+        p = parallel_record(e) or {}
+        mem = p.get("memory_per_device", {})
+        out.append({"plan": p.get("plan", "1 device"), "devices": p.get("devices", 1), "latency_s": e.latency_s,
+                    "throughput_per_s": p.get("throughput_per_s", e.throughput), "bubble_s": p.get("bubble_s", 0.0),
+                    "communication_s": p.get("communication_s", 0.0),
+                    "memory_bytes": mem.get("memory_bytes", e.meta.get("memory_bytes")), "fits": e.meta.get("fits")})
+    return json_safe(out, NULL_WHY)
+
+
+def render_plans(ests: list[Estimate]) -> Any:
+    """``--plan auto``'s runners-up as a table."""
+    from rich.table import Table
+
+    t = Table(title="--plan auto: fastest request first, then the most throughput (the first is detailed above)")
+    for col in ("plan", "latency ms", "throughput /s", "bubble ms", "comm ms", "memory GB / device"):
+        t.add_column(col, justify="right")
+    for r in plan_rows(ests):
+        t.add_row(r["plan"], f"{r['latency_s'] * 1e3:.3f}", f"{r['throughput_per_s']:.1f}", f"{r['bubble_s'] * 1e3:.3f}",
+                  f"{r['communication_s'] * 1e3:.3f}", f"{(r['memory_bytes'] or 0) / 1e9:.2f}")
+    return t
 
 
 def estimate_dataframe(est: Estimate) -> pd.DataFrame:
@@ -77,6 +121,11 @@ def comparison_rows(cmp: Comparison, costs: dict[str, dict[str, Any]] | None = N
     for row in cmp.rows():
         row["speedup_vs_baseline"] = row.pop(f"speedup_vs_{cmp.baseline}")
         row["baseline"] = cmp.baseline
+        par = parallel_record(cmp[row["device"]])
+        if par is not None:  # every device under one plan: its figures per device
+            row.update(plan=par["plan"], devices=par["devices"], communication_s=par["communication_s"],
+                       bubble_s=par["bubble_s"], memory_per_device_bytes=par["memory_per_device"].get("memory_bytes"),
+                       fits_per_device=par["memory_per_device"].get("fits"))
         if costs is not None:
             row.update(costs[row["device"]])
         out.append(row)

@@ -93,12 +93,70 @@ class CostRecord(_Open):
     usd_per_million_tokens: float | None = Field(description="With a sequence length: per token processed")
 
 
+class MemoryPerDevice(_Open):
+    """What one device holds, bytes."""
+
+    weights_bytes: int = Field(description="Weights / (tp x pp); expert weights also / ep")
+    activation_bytes: int = Field(description="Peak live activations of one micro-batch / tp")
+    kv_cache_bytes: int
+    workspace_bytes: int
+    memory_bytes: int
+    capacity_bytes: int
+    fits: bool
+
+
+class ParallelRecord(_Open):
+    """A request on many devices (``--devices / --tp / --pp / --dp / --microbatches / --ep``). Seconds."""
+
+    plan: str = Field(description="dp / tp / pp / micro-batches / ZeRO / ep, e.g. dp1-tp2-pp2-mb4-zero0")
+    devices: int
+    dp: int = Field(description="Replicas of the request batch")
+    tp: int = Field(description="Tensor-parallel degree")
+    pp: int = Field(description="Pipeline stages")
+    ep: int = Field(description="Expert-parallel degree (MoE)")
+    microbatches: int = Field(description="Micro-batches the request batch streams through the stages in")
+    microbatch: int = Field(description="Samples per micro-batch")
+    latency_s: float = Field(description="One request: fill + drain of its micro-batches (a decode step: "
+                             "max(m x period, one micro-batch through every stage))")
+    throughput_per_s: float = Field(description="Samples per second of all replicas, a stream keeping every stage "
+                                    "busy: micro-batch / period x dp")
+    period_s: float = Field(description="Slowest stage + send: one micro-batch leaves the pipeline per period")
+    bubble_s: float = Field(description="Latency less micro-batches x slowest stage: the busiest device waiting")
+    compute_s: float = Field(description="One micro-batch through every layer on one tensor-parallel device")
+    communication_s: float = Field(description="Collectives and sends of one micro-batch's pass: tp_comm_s + "
+                                   "ep_comm_s + (pp - 1) x send_s")
+    tp_comm_s: float
+    tp_all_reduce_s: float = Field(description="One tensor-parallel all-reduce of the activation")
+    all_reduces: int
+    ep_comm_s: float
+    ep_all_to_all_s: float = Field(description="One expert all-to-all (dispatch or combine)")
+    all_to_alls: int
+    send_s: float = Field(description="One stage-to-stage activation send")
+    stage_s: list[float] = Field(description="One micro-batch's seconds on each pipeline stage")
+    memory_per_device: MemoryPerDevice
+
+
+class PlanRow(_Open):
+    """One plan of ``--plan auto``, best first."""
+
+    plan: str
+    devices: int
+    latency_s: float
+    throughput_per_s: float
+    bubble_s: float
+    communication_s: float
+    memory_bytes: int | None
+    fits: bool | None
+
+
 class AnalyzeResult(Envelope):
     cost: CostRecord | None = None
     summary: EstimateSummary
     notes: list[str]
     unknown_ops: list[str]
     subgraphs: list[SubgraphRecord]
+    parallel: ParallelRecord | None = Field(default=None, description="The plan, on many devices (absent on one)")
+    plans: list[PlanRow] | None = Field(default=None, description="--plan auto: the fitting plans, best first")
 
 
 class CompareRow(EstimateSummary):
@@ -109,6 +167,13 @@ class CompareRow(EstimateSummary):
     price_source: str | None = None
     usd_per_1000_inferences: float | None = None
     usd_per_million_tokens: float | None = None
+    plan: str | None = Field(default=None, description="With --devices / --tp / --pp / --dp: the plan every "
+                             "device is priced under (latency and throughput are the plan's)")
+    devices: int | None = None
+    communication_s: float | None = None
+    bubble_s: float | None = None
+    memory_per_device_bytes: int | None = None
+    fits_per_device: bool | None = None
 
 
 class CompareResult(Envelope):
@@ -257,6 +322,24 @@ class GenerationRowRecord(_Open):
     capacity_bytes: int
 
 
+class GeneratePlanRow(_Open):
+    """One plan of ``generate --plan auto`` at its one batch size. Seconds, bytes per device."""
+
+    plan: str
+    devices: int
+    dp: int
+    tp: int
+    pp: int
+    ep: int
+    microbatches: int
+    ttft_s: float | None
+    tpot_mean_s: float | None
+    e2e_s: float | None
+    cluster_tokens_per_s: float | None = Field(description="Decode tokens/s of all replicas, pipeline kept full")
+    memory_bytes: int
+    fits: bool
+
+
 class GenerateResult(Envelope):
     model: str
     device: str
@@ -271,6 +354,8 @@ class GenerateResult(Envelope):
     rows: list[GenerationRowRecord]
     notes: list[str]
     meta: dict[str, Any]
+    plans: list[GeneratePlanRow] | None = Field(default=None, description="--plan auto: the fitting plans, "
+                                                "fastest end to end first")
 
 
 class TrainStep(_Open):

@@ -1,0 +1,245 @@
+"""Plans on many devices for inference (issue 10, points 4-6): micro-batches streamed through
+pipeline stages, expert parallelism for MoE, ``--plan auto`` for analyze / generate, compare
+under a plan, the plan in the JSON, and impossible plans. Hand arithmetic where it can be."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from dnnmap.api import analyze, compare, generate
+from dnnmap.cli.main import app
+from dnnmap.errors import DnnmapError
+from dnnmap.hardware import load_profile
+from dnnmap.hardware.interconnect import LinkLevel
+from dnnmap.ir import OpClass
+from dnnmap.memory import MemoryFit
+from dnnmap.parallel import ParallelPlan, collective_s
+from dnnmap.parallel.inference import InferenceParallel
+from dnnmap.parallel.search import candidate_plans
+from dnnmap.report.schemas import model_for
+
+GPT2 = dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_embd=64, n_head=4, n_layer=2, n_positions=512,
+            vocab_size=100, bos_token_id=0, eos_token_id=0)
+LLAMA = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=128,
+             num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, vocab_size=100,
+             max_position_embeddings=512, tie_word_embeddings=False)
+S, HIDDEN, ELEM = 32, 64, 2  # tokens, hidden, bf16 bytes
+KW = dict(seq_len=S, precision="bf16", dtype="bf16")
+MOE = "hf:tiny-moe"  # bundled: hidden 64, 2 layers, 8 experts, top-2, expert FFN 128
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory) -> str:
+    p = tmp_path_factory.mktemp("cfg") / "gpt2.json"
+    p.write_text(json.dumps(GPT2))
+    return f"hf:{p}"
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> str:
+    p = tmp_path_factory.mktemp("cfg") / "llama.json"
+    p.write_text(json.dumps(LLAMA))
+    return f"hf:{p}"
+
+
+# -- micro-batches through pipeline stages: the schedule by hand on a stub model ---------------
+@dataclass(frozen=True)
+class _Est:
+    latency_s: float
+    subgraphs: tuple
+    batch: int = 1
+    energy_j: float = 1.0
+    meta: dict = field(default_factory=dict)
+
+
+def _stub(block_s: list[float]) -> tuple[Any, _Est]:
+    """One kernel per block ``h.i`` taking ``block_s[i]`` seconds."""
+    ops = {f"op{i}": SimpleNamespace(id=f"op{i}", module_path=f"h.{i}.mlp", op_class=OpClass.MATMUL,
+                                     target="aten.mm.default") for i in range(len(block_s))}
+    graph = SimpleNamespace(op=ops.__getitem__, ops=list(ops.values()))
+    part = SimpleNamespace(graph=graph, subgraphs=[SimpleNamespace(op_ids=[k]) for k in ops])
+    est = _Est(sum(block_s), tuple(SimpleNamespace(latency_s=t, host_s=0.0) for t in block_s))
+    return part, est
+
+
+@pytest.mark.parametrize(("m", "decode", "latency"), [
+    (1, False, 1 + 3),            # one micro-batch crosses both stages
+    (4, False, (1 + 3) + 3 * 3),  # fill + drain: t1 + (m - 1) x slowest stage
+    (4, True, 4 * 3),             # a decode step: max(m x slowest, t1) = max(12, 4)
+    (1, True, 1 + 3),             # max(1 x 3, 4)
+])
+def test_microbatches_stream_at_one_per_slowest_stage(m: int, decode: bool, latency: float) -> None:
+    part, est = _stub([1.0, 3.0])
+    par = InferenceParallel(ParallelPlan(pp=2, dp=3, microbatches=m), None, HIDDEN, 4, 4, 2)
+    out = par.run(part, (None, None), lambda w: est, batch=2, tokens=1, elem_bytes=2, decode=decode)
+    p = out.meta["parallel"]
+    assert p["stage_s"] == [1.0, 3.0] and p["period_s"] == 3.0
+    assert out.latency_s == pytest.approx(latency)
+    assert p["throughput_per_s"] == pytest.approx(2 / 3.0 * 3)  # micro-batch / slowest stage x dp
+    assert p["bubble_s"] == pytest.approx(latency - m * 3.0)
+    assert out.batch == 2 * m and out.energy_j == pytest.approx(m)  # the request: every micro-batch
+
+
+def test_analyze_microbatches_reuse_the_micro_batch_stages(gpt2: str) -> None:
+    one = analyze(gpt2, "h100-sxm5", pp=2, batch=1, **KW).meta["parallel"]
+    est = analyze(gpt2, "h100-sxm5", pp=2, microbatches=2, batch=2, **KW)
+    p = est.meta["parallel"]
+    assert p["microbatch"] == 1 and p["stage_s"] == pytest.approx(one["stage_s"], rel=1e-12)
+    period = max(one["stage_s"]) + one["send_s"]
+    assert est.latency_s == pytest.approx(one["latency_s"] + period, rel=1e-12)  # the second one a period later
+    assert p["throughput_per_s"] == pytest.approx(1 / period, rel=1e-12)
+    assert est.batch == 2
+
+
+# -- expert parallelism ------------------------------------------------------------------------
+def test_all_to_all_alpha_beta_by_hand() -> None:
+    link = LinkLevel(name="node", technology="t", devices=8, bandwidth_gbps=100, latency_us=5, topology="switch")
+    n, nbytes = 4, 3 * 2**20
+    assert collective_s("all_to_all", nbytes, n, link) == pytest.approx(
+        (n - 1) / n * nbytes / 100e9 + (n - 1) * 5e-6, rel=1e-12)
+
+
+def test_expert_memory_per_device_by_hand() -> None:
+    fit = MemoryFit(weights=1000, activations=40, kv_cache=0, workspace=7, capacity=10**6)
+    # 800 of the 1000 bytes are experts: ep=4 keeps 200 dense + 800 / 4
+    assert InferenceParallel(ParallelPlan(dp=4, ep=4), None, 64, 4, 4, 2).memory(fit, 800).weights == 200 + 200
+    # ep=2 and tp=2: (200 + 800 / 2) / 2
+    assert InferenceParallel(ParallelPlan(dp=2, tp=2, ep=2), None, 64, 4, 4, 2).memory(fit, 800).weights == 300
+
+
+def test_moe_ep4_all_to_alls_and_expert_weights() -> None:
+    b, topk, layers = 2, 2, 2
+    one = analyze(MOE, "h100-sxm5", batch=b, **KW)
+    est = analyze(MOE, "h100-sxm5", batch=b, devices=4, ep=4, **KW)
+    p = est.meta["parallel"]
+    nvlink = load_profile("h100-sxm5").interconnect.levels[0]
+    nbytes, n = b * S * topk * HIDDEN * ELEM, 4  # every routed row of the micro-batch, per device
+    a2a = (n - 1) / n * nbytes / (nvlink.bandwidth_gbps * 1e9) + (n - 1) * nvlink.latency_us * 1e-6
+    assert p["ep_all_to_all_s"] == pytest.approx(a2a, rel=1e-9)
+    assert p["all_to_alls"] == 2 * layers  # dispatch + combine in each MoE layer
+    assert p["ep_comm_s"] == pytest.approx(2 * layers * a2a, rel=1e-9)
+    assert p["dp"] == 4 and p["throughput_per_s"] == pytest.approx(4 * b / est.latency_s, rel=1e-9)
+    experts = layers * (8 * 2 * 128 * 64 + 8 * 64 * 128) * ELEM  # gate_up [8, 256, 64] + down [8, 64, 128]
+    w1 = one.meta["memory_bytes"] - (est.meta["memory_per_device"]["memory_bytes"]
+                                     - est.meta["memory_per_device"]["weights_bytes"])
+    assert est.meta["memory_per_device"]["weights_bytes"] == w1 - experts + experts // 4
+    # captured in fp32 the experts run transformers' fallback, not a grouped matmul: still MoE layers
+    fp32 = analyze(MOE, "h100-sxm5", batch=b, devices=4, ep=4, seq_len=S, precision="bf16")
+    assert fp32.meta["parallel"]["all_to_alls"] == 2 * layers
+
+
+# -- --plan auto: one search, shared with train -------------------------------------------------
+def test_candidate_plans_for_inference_and_training() -> None:
+    inf = [str(p) for p in candidate_plans(4, 4, layers=2, heads=4, node=4, training=False, experts=8)]
+    assert "dp4-tp1-pp1-mb1-zero0-ep4" in inf and "dp1-tp1-pp2-mb4-zero0" not in inf  # pp <= dp x tp x pp / 2
+    assert all("zero0" in p for p in inf)  # no optimizer state to shard
+    train = candidate_plans(4, 4, layers=2, heads=4, node=4)
+    assert {p.zero for p in train if p.dp > 1} == {0, 1, 2, 3}
+    assert all(4 % (p.dp * p.microbatches) == 0 for p in train)  # the global batch splits dp x m ways
+
+
+def test_analyze_plan_auto_ranks_by_latency(gpt2: str) -> None:
+    ests = analyze(gpt2, "h100-sxm5", batch=2, devices=2, plan="auto", **KW)
+    assert [e.meta["parallel"]["plan"] for e in ests]  # every plan named
+    assert len(ests) == 4  # dp2, tp2, pp2 x mb {1, 2}: every one fits
+    lat = [e.latency_s for e in ests]
+    assert lat == sorted(lat)
+    best = ests[0].meta["parallel"]
+    again = analyze(gpt2, "h100-sxm5", batch=2, tp=best["tp"], pp=best["pp"], dp=best["dp"],
+                    microbatches=best["microbatches"], **KW)
+    assert again.latency_s == pytest.approx(ests[0].latency_s, rel=1e-12)
+
+
+def test_generate_plan_auto_one_capture_set(llama: str) -> None:
+    reps = generate(llama, "h100-sxm5", 16, 4, 2, precision="bf16", devices=2, plan="auto")
+    e2e = [r.rows[0].e2e_s for r in reps]
+    assert e2e == sorted(e2e) and len(reps) == 4
+    best = reps[0].meta["plan"]
+    again = generate(llama, "h100-sxm5", 16, 4, 2, precision="bf16", tp=best["tp"], pp=best["pp"], dp=best["dp"],
+                     microbatches=best["microbatches"])
+    assert again.rows[0].e2e_s == pytest.approx(e2e[0], rel=1e-9)
+
+
+# -- compare under a plan ------------------------------------------------------------------------
+def test_compare_prices_each_device_with_the_plan(gpt2: str) -> None:
+    cmp = compare(gpt2, "h100-sxm5,a100-sxm4-40gb", batch=2, tp=2, **KW)
+    for dev in ("h100-sxm5", "a100-sxm4-40gb"):
+        alone = analyze(gpt2, dev, batch=2, tp=2, **KW)
+        assert cmp[dev].latency_s == pytest.approx(alone.latency_s, rel=1e-12)
+        assert cmp[dev].meta["parallel"]["tp"] == 2
+    with pytest.raises(DnnmapError, match="no interconnect section"):
+        compare(gpt2, "h100-sxm5,l4", batch=2, tp=2, **KW)
+
+
+# -- impossible plans: a clear error naming the constraint ---------------------------------------
+@pytest.mark.parametrize(("model", "kw", "message"), [
+    ("gpt2", dict(tp=3), "does not divide the 4 attention heads"),
+    ("gpt2", dict(pp=3), "larger than the 2 layers"),
+    ("gpt2", dict(microbatches=2), "needs pp > 1"),
+    ("gpt2", dict(pp=2, microbatches=3), "batch 2 is not divisible by microbatches=3"),
+    ("gpt2", dict(devices=2, ep=2), "has no experts"),
+    (MOE, dict(devices=3, ep=3), "ep=3 does not divide the 8 experts"),
+    (MOE, dict(tp=2, ep=2), "ep=2 does not divide dp=1"),
+    ("gpt2", dict(plan="auto"), "--plan auto needs --devices N"),
+    ("gpt2", dict(plan="auto", devices=2, tp=2), "chooses tp, pp, dp"),
+    ("gpt2", dict(plan="best", devices=2), "--plan takes 'auto'"),
+])
+def test_impossible_plans_name_the_constraint(gpt2: str, model: str, kw: dict, message: str) -> None:
+    name = gpt2 if model == "gpt2" else model
+    with pytest.raises(DnnmapError, match=message):
+        analyze(name, "h100-sxm5", batch=2, **kw, **KW)
+
+
+def test_a_plan_that_fits_nowhere_says_so(tmp_path: Path) -> None:
+    # untied 3M x 16384 embeddings and head in bf16: 2 x 98 GB, more than 2 x 80 GiB however split
+    p = tmp_path / "big.json"
+    p.write_text(json.dumps({**LLAMA, "hidden_size": 16384, "intermediate_size": 256, "vocab_size": 3_000_000}))
+    with pytest.raises(DnnmapError, match="no plan of 2 x h100-sxm5 .* fits"):
+        analyze(f"hf:{p}", "h100-sxm5", batch=1, devices=2, plan="auto", seq_len=4, precision="bf16", dtype="bf16")
+
+
+@pytest.mark.parametrize("cmd", ["analyze", "compare", "generate"])
+def test_cli_impossible_plan_exits_2_without_traceback(gpt2: str, cmd: str) -> None:
+    hw = "h100-sxm5" if cmd != "compare" else "h100-sxm5,a100-sxm4-40gb"
+    r = CliRunner().invoke(app, [cmd, gpt2, "-H", hw, "--tp", "3"])
+    assert r.exit_code == 2 and "does not divide the 4 attention heads" in r.output
+    assert "Traceback" not in r.output
+
+
+# -- the plan in the JSON, validated against the schema ----------------------------------------
+def test_analyze_json_carries_the_plan(gpt2: str, tmp_path: Path) -> None:
+    out = tmp_path / "a.json"
+    r = CliRunner().invoke(app, ["analyze", gpt2, "-H", "h100-sxm5", "--batch", "2", "--seq-len", "32", "-p", "bf16",
+                                 "--tp", "2", "--pp", "2", "--microbatches", "2", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = model_for("analyze").model_validate(json.loads(out.read_text()))
+    p = doc.parallel
+    assert (p.tp, p.pp, p.dp, p.microbatches, p.devices) == (2, 2, 1, 2, 4)
+    assert p.communication_s == pytest.approx(p.tp_comm_s + p.ep_comm_s + p.send_s, rel=1e-12)
+    assert p.latency_s == pytest.approx(doc.summary.latency_s) and p.memory_per_device.fits
+    assert p.bubble_s == pytest.approx(p.latency_s - 2 * max(p.stage_s), rel=1e-9)
+
+
+@pytest.mark.parametrize("cmd", ["analyze", "generate", "compare"])
+def test_plan_json_matches_the_schema(gpt2: str, llama: str, tmp_path: Path, cmd: str) -> None:
+    out = tmp_path / "r.json"
+    args = {"analyze": ["analyze", gpt2, "-H", "h100-sxm5", "--batch", "2", "--seq-len", "32", "--devices", "2",
+                        "--plan", "auto"],
+            "generate": ["generate", llama, "-H", "h100-sxm5", "--prompt", "16", "--gen", "4", "--batch", "2",
+                         "--devices", "2", "--plan", "auto"],
+            "compare": ["compare", gpt2, "-H", "h100-sxm5,a100-sxm4-40gb", "--batch", "2", "--seq-len", "32",
+                        "--pp", "2"]}[cmd]
+    r = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = model_for(cmd).model_validate(json.loads(out.read_text()))
+    if cmd == "compare":
+        assert all(d.plan == "dp1-tp1-pp2-mb1-zero0" and d.memory_per_device_bytes for d in doc.devices)
+    else:
+        assert len(doc.plans) == 4 and doc.plans[0].plan
