@@ -243,3 +243,12 @@ def test_plan_json_matches_the_schema(gpt2: str, llama: str, tmp_path: Path, cmd
         assert all(d.plan == "dp1-tp1-pp2-mb1-zero0" and d.memory_per_device_bytes for d in doc.devices)
     else:
         assert len(doc.plans) == 4 and doc.plans[0].plan
+
+
+@pytest.mark.parametrize(("kw", "message"), [(dict(plan="fast", devices=2), "--plan takes 'auto'"),
+                                             (dict(plan="auto", devices=2, tp=2), "chooses tp, pp, dp")])
+def test_train_plan_option_is_checked(gpt2: str, kw: dict, message: str) -> None:
+    from dnnmap.api import train
+
+    with pytest.raises(DnnmapError, match=message):
+        train(gpt2, "h100-sxm5", batch=2, seq_len=16, **kw)

@@ -225,10 +225,10 @@ def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = No
     amp = precision if precision in ("bf16", "fp16") else None
     s = Scenario(model, batch=batch, seq_len=seq_len, optimizer=optimizer, precision=precision, amp=amp,
                  recompute=recompute, **scenario_kw)
-    if plan == "auto":
+    if plan is not None:
         from dnnmap.training.search import search
 
-        return search(s, hardware, devices, top=top)
+        return search(s, hardware, _auto_devices(plan, devices, tp, pp, dp, microbatches), top=top)
     if devices == 1 and (dp or 1) * tp * pp == 1:
         return train_step(s, hardware)
     from dnnmap.errors import DnnmapError
