@@ -252,3 +252,28 @@ def test_train_plan_option_is_checked(gpt2: str, kw: dict, message: str) -> None
 
     with pytest.raises(DnnmapError, match=message):
         train(gpt2, "h100-sxm5", batch=2, seq_len=16, **kw)
+
+
+def test_expert_weight_traffic_per_device_with_ep() -> None:
+    from dnnmap.hardware.schema import Precision
+    from dnnmap.mapping import workload
+    from dnnmap.mapping.weights import Storage, adjust, expected_experts
+    from dnnmap.pipeline import Scenario, prepare
+
+    part = prepare(Scenario(MOE, batch=1, seq_len=1, precision="bf16", dtype="bf16")).partition
+    moe = {"experts": 8, "top_k": 2}
+    works = workload(part, Precision.BF16)
+    read = {ep: sum(w.weight_bytes for w in adjust(part, works, Precision.BF16, Storage(expert_parallel=ep), moe))
+            for ep in (1, 4)}
+    experts = 2 * (8 * 2 * 128 * 64 + 8 * 64 * 128) * ELEM
+    # one token reaches 2 of 8 experts; with ep=4 a device holds 2 experts and serves 4 devices' tokens
+    share1, share4 = 2 / 8, expected_experts(8, 2, 4) / 8 / 4
+    assert read[1] - read[4] == pytest.approx(experts * (share1 - share4), abs=8)
+
+
+def test_generate_moe_with_ep(tmp_path: Path) -> None:
+    dp4 = generate(MOE, "h100-sxm5", 16, 4, 4, precision="bf16", devices=4)
+    ep4 = generate(MOE, "h100-sxm5", 16, 4, 4, precision="bf16", devices=4, ep=4)
+    assert ep4.meta["plan"]["ep"] == 4 and ep4.rows[0].fits and ep4.rows[0].e2e_s
+    assert ep4.rows[0].memory.weights < dp4.rows[0].memory.weights  # experts / 4
+    assert ep4.rows[0].ttft_s != dp4.rows[0].ttft_s  # all-to-alls, expert traffic of 2 of 8 experts

@@ -143,14 +143,26 @@ def capture_dtype(precision: Precision) -> str:
 class _Captures:
     """Captures, counts, partitions and restates one phase at (batch, length) points."""
 
-    def __init__(self, lm: CausalLM, cache: CacheKind, strategy: str, precision: Precision, storage: Storage) -> None:
+    def __init__(self, lm: CausalLM, cache: CacheKind, strategy: str, precision: Precision, storage: Storage,
+                 graphs: dict | None = None) -> None:
         self.lm, self.cache, self.strategy, self.precision, self.storage = lm, cache, strategy, precision, storage
-        self.count = 0
+        self._graphs: dict[tuple, Graph] = {} if graphs is None else graphs  # shared by with_storage
+
+    @property
+    def count(self) -> int:
+        return len(self._graphs)
+
+    def with_storage(self, storage: Storage) -> _Captures:
+        """The same captures restated with another ``storage`` (expert parallelism)."""
+        return _Captures(self.lm, self.cache, self.strategy, self.precision, storage, self._graphs)
 
     def graph(self, phase: Phase, b: int, n: int) -> Graph:
-        g = self.lm.capture(phase, b, n, self.cache)
-        self.count += 1
-        return Graph(g.name, g.tensors, g.ops, g.inputs, g.outputs, {**g.meta, "vocab_size": _vocab(self.lm)})
+        key = (phase, b, n)
+        if key not in self._graphs:
+            g = self.lm.capture(phase, b, n, self.cache)
+            self._graphs[key] = Graph(g.name, g.tensors, g.ops, g.inputs, g.outputs,
+                                      {**g.meta, "vocab_size": _vocab(self.lm)})
+        return self._graphs[key]
 
     def works(self, g: Graph, template: Partition | None = None) -> tuple[tuple, Partition]:
         """The graph's kernels (``template``'s op groups when given) restated at the precision."""
@@ -362,6 +374,14 @@ def generate_plans(
     notes = [*pre.notes, *(dec.notes if dec else ()), *_notes(lm, cache, mode, storage)]
     meta = {"attention": lm.attention, "cache": cache.value, "decode_lengths": lengths, "capture_dtype": lm.dtype,
             "captures": cap.count, "decode_segments": [(lo, hi) for lo, hi, *_ in dec.segments] if dec else []}
+    phases: dict[int, tuple] = {1: (cap, pre, dec)}
+
+    def phases_for(ep: int) -> tuple:
+        """The phases with ``ep``-way expert parallelism: the same graphs, expert traffic restated."""
+        if ep not in phases:
+            c = cap.with_storage(replace(storage, expert_parallel=ep))
+            phases[ep] = (c, _Prefill.of(c, fitted, prompt, False), _Decode.of(c, fitted, lengths, False) if lengths else None)
+        return phases[ep]
 
     def report(parallel: Any) -> GenerationReport:
         def memory(b: int, w: int) -> MemoryFit:
@@ -378,14 +398,12 @@ def generate_plans(
                 alt = memory(b, int4_b) if int4_b is not None else None
                 rows.append(GenerationRow(b, fit, message=_advice(fit, alt), _steps=gen - 1))
                 continue
-            rows.append(_row(cap, pre, dec, b, prompt, lengths, device, mode, fit, gen, parallel))
-        extra = [] if parallel is None or parallel.plan.ep == 1 else [
-            "expert parallelism: each device's expert-weight traffic is taken as one replica's (its tokens "
-            "over all experts), an upper bound when prefill reaches every expert"]
+            rows.append(_row(*phases_for(parallel.plan.ep if parallel is not None else 1), b, prompt, lengths,
+                             device, mode, fit, gen, parallel))
         return GenerationReport(
             model=model, device=prof.name, prompt=prompt, gen=gen, precision=precision.value, mode=mode.value,
             storage=storage, rows=tuple(rows), max_batch=_max_batch(lambda b: memory(b, weights_b).fits),
-            kv_bytes_per_token=lm.kv_bytes(1, 1, kv_item), notes=tuple(dict.fromkeys([*notes, *extra])),
+            kv_bytes_per_token=lm.kv_bytes(1, 1, kv_item), notes=tuple(dict.fromkeys(notes)),
             meta={**meta, **({"parallel": parallel.describe(), "plan": _plan_record(parallel)}
                              if parallel is not None else {})},
         )
