@@ -219,7 +219,8 @@ figures or say `estimated`, and the mapper's constants are derived in its docstr
 
 - the rows run as CUDA graphs (NVIDIA's TensorRT harness replays them): one host launch, then
   the device's `kernel_gap_us` between kernels. Batch 1 is set by small, few-SM kernels; the
-  A100 and Orin batch-1 rows come out 1.6-1.8x too fast, the L4's 1.3x too slow;
+  A100 and Orin batch-1 rows come out 2.1x and 1.5x too fast, the L4's 1.15x too slow (the model
+  has no per-kernel cost beyond the gap, one DRAM latency per wave and the output write);
 - GPU L2 residency is modelled (activations by reuse distance; weights when they fit beside the
   largest activation set), so batch-1 weights stay in L2 on the A100 / H100 / L4;
 - the L4 runs at its estimated sustained clock (1425 of 2040 MHz, power-limited): its Offline
@@ -231,7 +232,11 @@ Which cases informed which choice: none of these rows set a constant. The table 
 after the GPU model was built (issue 8), and two changes were tried against it — fill/drain
 hidden by co-resident blocks, and the best Offline batch instead of 256 — neither helped and
 both were reverted. The earlier median (17 %) came from an additive 4 us launch per kernel,
-which the two-timeline model replaced.
+which the two-timeline model replaced. The GEMM wave pipeline (one DRAM latency before each
+wave's K loop, the output tiles written after it; `mapping/gpu.py`), added for the NeuSight
+short-K attention GEMMs, moved this table from 28 % to 24 %: large-batch rows 2-9 % slower,
+batch-1 A100 faster (split-K, whose short per-split loops the old `k_iters / (k_iters + 2)`
+penalised, is now priced by time, not by step count) and L4 batch 1 closer.
 """
 
 

@@ -24,6 +24,7 @@ from dnnmap.mapping.gpu import (
     SIMT_LOOP_INSTR,
     VECTOR_LOAD_BYTES,
     gemm_tiling,
+    sm_rates,
     place,
     simt_issue,
 )
@@ -134,20 +135,38 @@ def test_sustained_clock_scales_the_peaks() -> None:
 # -- SIMT SGEMM ---------------------------------------------------------------------------------
 def test_simt_sgemm_tiles_and_issue() -> None:
     a100 = load_profile("a100-pcie-40gb")
-    t = gemm_tiling(4096, 4096, 4096, 1, a100.gpu, 4, simt=True)
+    d = Device.of(a100, "fp32", tf32="off")
+    t = gemm_tiling(4096, 4096, 4096, 1, a100.gpu, 4, simt=True, rates=sm_rates(d, d.tensor_peak))
     assert (t.tm, t.tn, t.threads) in {(x.tm, x.tn, x.threads) for x in a100.gpu.simt_gemm_tiles}
     # 16 lanes per scheduler: an FFMA takes 2 issue cycles, loads hide in the second
     assert t.issue == 1.0
     # 32 lanes (Pascal / Ada): 8 x 8 outputs per thread -> 64 / (64 + 16/4 + loop)
     assert simt_issue(64, 32, 32) == pytest.approx(64 / (64 + 2 * 8 / 4 + SIMT_LOOP_INSTR))
-    k_iters = 4096 // 8  # 8 fp32 elements of K per shared-memory stage
-    assert t.pipeline == pytest.approx(k_iters / (k_iters + 2))
+    # a long K loop: the prologue latency and the epilogue write cost ~1-3 % of the wave
+    assert 0.95 < t.pipeline < 1.0
+
+
+def test_short_k_gemm_pays_its_epilogue() -> None:
+    # eager attention's Q @ K^T on a V100 (BERT-Large, batch 8, seq 512: 128 heads x 512 x 512
+    # x K = 64, fp32): each block writes its output tile after only 8 K steps of 8
+    v100 = load_profile("v100-pcie-32gb")
+    d = Device.of(v100, "fp32", tf32="off")
+    rates = sm_rates(d, d.tensor_peak)
+    short = gemm_tiling(512, 512, 64, 128, v100.gpu, 4, simt=True, rates=rates)
+    per_sm = min(short.resident, math.ceil(short.blocks / v100.gpu.sms))
+    main = per_sm * 2 * short.tm * short.tn * 64 / (rates[0] * short.in_flight * short.issue)
+    out = per_sm * short.tm * short.tn * 4 / rates[1]
+    assert short.pipeline == pytest.approx(main / (main + DRAM_LATENCY_S + out))
+    long = gemm_tiling(512, 512, 4096, 128, v100.gpu, 4, simt=True, rates=rates)
+    # the kernel tables (development set) show K ~ 64 bmms at 0.55-0.6x a long-K bmm's efficiency
+    assert short.pipeline < 0.75 * long.pipeline
 
 
 def test_simt_gemm_few_warps_leave_schedulers_idle() -> None:
     a100 = load_profile("a100-pcie-40gb")
     # one 32 x 32 tile of 128 threads on one SM: 4 warps, one per scheduler -> in flight 1.0
-    t = gemm_tiling(32, 32, 4096, 1, a100.gpu, 4, simt=True)
+    d = Device.of(a100, "fp32", tf32="off")
+    t = gemm_tiling(32, 32, 4096, 1, a100.gpu, 4, simt=True, rates=sm_rates(d, d.tensor_peak))
     assert t.blocks >= 1 and 0 < t.in_flight <= 1.0
 
 
@@ -213,7 +232,7 @@ def test_amd_gemm_on_matrix_cores_over_compute_units() -> None:
     p = place(gemm_work(m, n, k, 2), d)
     assert p.unit == "CU" and p.units_total == mi.gpu.sms
     assert "matrix cores" in p.detail and "CUs" in p.detail
-    t = gemm_tiling(m, n, k, 1, mi.gpu, 2)
+    t = gemm_tiling(m, n, k, 1, mi.gpu, 2, rates=sm_rates(d, d.tensor_peak))
     assert p.factors["blocks"] == t.blocks == math.ceil(m / t.tm) * math.ceil(n / t.tn) * t.split_k
     assert p.tensor_rate == pytest.approx(mi.peak_tflops["bf16"] * 1e12 * mi.clocks.sustained_ratio * t.efficiency)
     v = place(relu_work(1 << 24, 2), d)

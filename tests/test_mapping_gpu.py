@@ -22,6 +22,7 @@ from dnnmap.mapping.gpu import (
     STAGES,
     VECTOR_LOAD_BYTES,
     gemm_tiling,
+    sm_rates,
     place,
 )
 from dnnmap.mapping.sm_terms import DRAM_LATENCY_S
@@ -59,18 +60,24 @@ def h100():
 def test_gemm_4096_cubed_waves_and_quantization(h100) -> None:
     dev = Device.of(h100, "fp16")
     sms = h100.gpu.sms
-    t = gemm_tiling(4096, 4096, 4096, 1, h100.gpu, 2)
+    rates = sm_rates(dev, dev.tensor_peak)
+    t = gemm_tiling(4096, 4096, 4096, 1, h100.gpu, 2, rates=rates)
     assert (t.tm, t.tn, t.split_k) == (128, 128, 1)
     assert t.blocks == 32 * 32
     assert t.resident == 1  # (128 + 128) * 128 B * 4 stages = 131072 B: one per 228 KiB SM
     assert t.waves == math.ceil(32 * 32 / sms) == 8
     assert t.quantization == pytest.approx(1024 / (8 * sms))
-    k_iters = 4096 // (K_STEP_BYTES // 2)  # 64 fp16 elements of K per stage
-    assert t.pipeline == pytest.approx(k_iters / (k_iters + 2))
+    # one block per SM per wave: its K loop (2 x 128 x 128 x 4096 FLOP at the SM's share of the
+    # peak), one DRAM latency before it, its 128 x 128 fp16 output tile written after it
+    main = 2 * 128 * 128 * 4096 / (dev.tensor_peak / sms)
+    epilogue = 128 * 128 * 2 / (dev.dram.bandwidth / sms)
+    pipe = main / (main + DRAM_LATENCY_S + epilogue)
+    assert t.pipeline == pytest.approx(pipe)
+    assert 0.85 < pipe < 0.95  # ~17.9 us of MMA, 0.6 us latency, ~1.5 us writing the tile
     assert t.fill == 1.0 and t.in_flight == 1.0
 
     est = run(gemm_work(4096, 4096, 4096, 2), dev)
-    util = 1024 / (8 * sms) * k_iters / (k_iters + 2)
+    util = 1024 / (8 * sms) * pipe
     assert est.utilization == pytest.approx(util)
     compute = 2 * 4096**3 / (h100.peak_tflops["fp16"] * 1e12 * util)
     assert est.compute_s == pytest.approx(compute)
@@ -121,7 +128,7 @@ def test_depthwise_conv_runs_on_cuda_cores(h100) -> None:
 
 def test_small_m_gemm_wastes_tile_rows_and_splits_k(h100) -> None:
     dev = Device.of(h100, "fp16")
-    t = gemm_tiling(1, 1000, 2048, 1, h100.gpu, 2)  # a batch-1 fully connected layer
+    t = gemm_tiling(1, 1000, 2048, 1, h100.gpu, 2, rates=sm_rates(dev, dev.tensor_peak))  # batch-1 FC layer
     assert t.tm == 16  # smallest tile edge
     assert t.fill == pytest.approx(1 * 1000 / (16 * math.ceil(1000 / t.tn) * t.tn))
     assert t.split_k > 1 and t.blocks == math.ceil(1000 / t.tn) * t.split_k
@@ -140,12 +147,13 @@ def test_small_m_gemm_wastes_tile_rows_and_splits_k(h100) -> None:
 
 
 def test_split_k_when_tiles_cannot_fill_the_sms(h100) -> None:
-    t = gemm_tiling(64, 64, 65536, 1, h100.gpu, 2)
+    dev = Device.of(h100, "fp16")
+    t = gemm_tiling(64, 64, 65536, 1, h100.gpu, 2, rates=sm_rates(dev, dev.tensor_peak))
     k_iters = 65536 // 64
     assert t.split_k * t.blocks // t.split_k == t.blocks
     assert t.blocks <= h100.gpu.sms and t.blocks * 2 > h100.gpu.sms  # doubling would overflow
     assert math.ceil(k_iters / t.split_k) >= 4
-    p = place(gemm_work(64, 64, 65536, 2), Device.of(h100, "fp16"))
+    p = place(gemm_work(64, 64, 65536, 2), dev)
     # each split writes an fp32 64 x 64 partial tile, the reduction reads it back
     assert p.workspace_bytes == 2 * t.split_k * 64 * 64 * 4
 

@@ -224,5 +224,7 @@ def test_invariants_and_gpu_batch_scaling_on_resnet18() -> None:
                 thr = [e.throughput for e in ests]
                 assert thr[0] <= thr[1] * (1 + 1e-9) and thr[1] <= thr[2] * (1 + 1e-9), (prof.name, prec, thr)
     h100 = map_partition(parts[1], load_profile("h100-sxm5"), precision="fp16")
-    assert h100.units_busy < 0.5  # batch-1 ResNet-18 leaves most SMs idle
+    h100_16 = map_partition(parts[16], load_profile("h100-sxm5"), precision="fp16")
+    # batch-1 ResNet-18 leaves SMs idle (split-K fills some of them), batch 16 far fewer
+    assert h100.units_busy < 0.75 and h100.units_busy < h100_16.units_busy
     assert h100.naive_error > 10  # FLOPs / peak is off by more than 10x

@@ -8,8 +8,15 @@ SMs. The library picks the candidate with the best efficiency (ties: the larger 
 - SM-time quantization ``q = blocks / (SMs x ceil(blocks / SMs))``: the last wave leaves SMs
   idle (an SM's tensor cores are shared by its resident blocks, so the tail is counted per SM);
 - tile fill ``pad = M*N / (ceil(M/tm)*tm * ceil(N/tn)*tn)``: padded rows / columns are wasted;
-- pipeline ``pipe = k_iters / (k_iters + 2)``: one K step to fill the pipeline, one to drain
-  the epilogue;
+- pipeline ``pipe = main / (main + DRAM_LATENCY_S + epilogue)`` per wave of an SM: the K loop of
+  the SM's co-resident blocks (``main``: their tile FLOPs at the SM's share of the peak) waits
+  one DRAM latency for its first stage (prologue), and each block writes its ``tm x tn`` output
+  tile only after its K loop (epilogue: the wave's output bytes at the SM's share of the DRAM
+  bandwidth), not overlapped with that wave's math. Long-K GEMMs lose ~1-3 %; a short-K one
+  (eager attention's ``Q @ K^T``, K = head_dim = 64, writing a ``seq x seq`` score tile per
+  head) loses a third: in NeuSight's kernel tables (../shared/measurements, development set)
+  K ~ 64 bmms run at 0.55-0.6x the efficiency of long-K ones on all five GPUs, which the
+  earlier ``k_iters / (k_iters + 2)`` (0.8x at K = 64) did not show;
 - in flight ``min(1, resident tiles x tm x tn / 128^2)``: an SM's MMA pipelines need about a
   128 x 128 output tile in flight to run at full rate, so tiny tiles cannot fill them.
 
@@ -54,7 +61,7 @@ from dnnmap.hardware.schema import GpuCompute
 from dnnmap.ir import OpClass
 from dnnmap.mapping.device import Device
 from dnnmap.mapping.engine import Placement
-from dnnmap.mapping.sm_terms import FULL_RATE_TILE_AREA, REG_OVERHEAD
+from dnnmap.mapping.sm_terms import DRAM_LATENCY_S, FULL_RATE_TILE_AREA, REG_OVERHEAD
 from dnnmap.mapping.sm_terms import little as _little
 from dnnmap.mapping.workload import Work
 
@@ -151,8 +158,26 @@ def simt_issue(outputs_per_thread: int, warp: int, lanes: int) -> float:
     return ffma / max(ffma, t + loads + SIMT_LOOP_INSTR)
 
 
+def wave_pipeline(per_sm: int, tile_flops: float, out_bytes: int, rates: tuple[float, float],
+                  in_flight: float = 1.0, issue: float = 1.0) -> float:
+    """Share of a wave spent in the K loop: ``main / (main + DRAM_LATENCY_S + epilogue)``, with
+    ``rates = (FLOP/s, DRAM bytes/s)`` of one SM (chip peak and bandwidth / SMs).
+
+    >>> # 4 blocks of 128x64, K = 64, fp32 on a V100 SM (14 TFLOPS, 900 GB/s x 0.85 over 80 SMs)
+    >>> main = 4 * 2 * 128 * 64 * 64 / (14e12 / 80)         # 24.0 us of FFMA
+    >>> out = 4 * 128 * 64 * 4 / (900e9 * 0.85 / 80)         # 13.7 us writing the tiles
+    >>> p = wave_pipeline(4, 2 * 128 * 64 * 64, 128 * 64 * 4, (14e12 / 80, 900e9 * 0.85 / 80))
+    >>> round(p, 3), round(main / (main + 0.6e-6 + out), 3)
+    (0.626, 0.626)
+    """
+    flops_s, bytes_s = rates
+    main = per_sm * tile_flops / (flops_s * in_flight * issue)
+    epilogue = per_sm * out_bytes / bytes_s
+    return main / (main + DRAM_LATENCY_S + epilogue)
+
+
 def _candidate(m: int, n: int, k: int, batch: int, sm: SmLimits, tm: int, tn: int, k_step: int,
-               simt: tuple[int, int] | None) -> GemmTiling:
+               simt: tuple[int, int] | None, rates: tuple[float, float], elem: int) -> GemmTiling:
     tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch
     k_iters = math.ceil(k / k_step)
     split = 1
@@ -170,17 +195,20 @@ def _candidate(m: int, n: int, k: int, batch: int, sm: SmLimits, tm: int, tn: in
         per_sm = min(r, math.ceil(blocks / sm.sms))
         in_flight = min(1.0, per_sm * threads / sm.warp / SCHEDULERS_PER_SM)
         issue = simt_issue(tm * tn // threads, sm.warp, sm.lanes_per_scheduler)
+    per_sm = max(1, per_sm)
+    pipeline = wave_pipeline(per_sm, 2.0 * tm * tn * it * k_step, tm * tn * elem, rates, in_flight, issue)
     return GemmTiling(
         tm=tm, tn=tn, split_k=split, blocks=blocks, resident=r,
         waves=math.ceil(blocks / (sm.sms * r)),
         quantization=blocks / (sm.sms * math.ceil(blocks / sm.sms)),
         fill=(m * n) / (math.ceil(m / tm) * tm * math.ceil(n / tn) * tn),
-        pipeline=it / (it + 2), in_flight=in_flight, issue=issue, threads=threads,
+        pipeline=pipeline, in_flight=in_flight, issue=issue, threads=threads,
     )
 
 
 @lru_cache(maxsize=8192)  # repeated layers share shapes; SmLimits is frozen (hashable)
-def _best_tiling(m: int, n: int, k: int, batch: int, sm: SmLimits, elem_bytes: int, simt: bool) -> GemmTiling:
+def _best_tiling(m: int, n: int, k: int, batch: int, sm: SmLimits, elem_bytes: int, simt: bool,
+                 rates: tuple[float, float]) -> GemmTiling:
     best: GemmTiling | None = None
     if simt:
         cands = [(tm, tn, (th, elem_bytes)) for tm, tn, th in sm.simt_tiles]
@@ -189,7 +217,7 @@ def _best_tiling(m: int, n: int, k: int, batch: int, sm: SmLimits, elem_bytes: i
         cands = [(tm, tn, None) for tm in _edges(m) for tn in _edges(n)]
         k_step = max(1, K_STEP_BYTES // elem_bytes)
     for tm, tn, extra in cands:
-        cand = _candidate(m, n, k, batch, sm, tm, tn, k_step, extra)
+        cand = _candidate(m, n, k, batch, sm, tm, tn, k_step, extra, rates, elem_bytes)
         key = (round(cand.efficiency, 12), tm * tn, -cand.split_k)
         if best is None or key > (round(best.efficiency, 12), best.tm * best.tn, -best.split_k):
             best = cand
@@ -198,18 +226,27 @@ def _best_tiling(m: int, n: int, k: int, batch: int, sm: SmLimits, elem_bytes: i
 
 
 def gemm_tiling(m: int, n: int, k: int, batch: int, gpu: GpuCompute | SmLimits, elem_bytes: int,
-                simt: bool = False) -> GemmTiling:
+                simt: bool = False, *, rates: tuple[float, float]) -> GemmTiling:
     """The best tiling of an ``m x n x k`` GEMM (``batch`` independent ones): CUTLASS-like
-    tensor-core tiles, or (``simt=True``) the profile's CUDA-core SGEMM tiles."""
+    tensor-core tiles, or (``simt=True``) the profile's CUDA-core SGEMM tiles. ``rates``: one
+    SM's (FLOP/s, DRAM bytes/s) for the wave pipeline (:func:`wave_pipeline`)."""
     sm = gpu if isinstance(gpu, SmLimits) else SmLimits.of(gpu)
-    return _best_tiling(m, n, k, batch, sm, elem_bytes, simt)
+    return _best_tiling(m, n, k, batch, sm, elem_bytes, simt, rates)
+
+
+def sm_rates(dev: Device, peak: float) -> tuple[float, float]:
+    """One SM's share of ``peak`` FLOP/s and of the achievable DRAM bandwidth."""
+    gpu = dev.profile.gpu
+    assert gpu is not None
+    return peak / gpu.sms, dev.dram.bandwidth / gpu.sms
 
 
 def _gemm(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
     p = work.parallelism
     eng = dev.engine(work.op_class is OpClass.CONV)
     elem = dev.precision.bytes_per_element
-    t = gemm_tiling(p.gemm_m, p.gemm_n, p.gemm_k, p.gemm_batch, gpu, elem, simt=not eng.uses_tensor_cores)
+    t = gemm_tiling(p.gemm_m, p.gemm_n, p.gemm_k, p.gemm_batch, gpu, elem, simt=not eng.uses_tensor_cores,
+                    rates=sm_rates(dev, eng.peak))
     active = min(gpu.sms, t.blocks)
     busy = active / gpu.sms
     # bytes in flight: every resident block keeps its next pipeline stage(s) of A and B loading
