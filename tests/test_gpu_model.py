@@ -24,6 +24,7 @@ from dnnmap.mapping.gpu import (
     SIMT_LOOP_INSTR,
     VECTOR_LOAD_BYTES,
     gemm_tiling,
+    simt_smem,
     sm_rates,
     place,
     simt_issue,
@@ -144,6 +145,21 @@ def test_simt_sgemm_tiles_and_issue() -> None:
     assert simt_issue(64, 32, 32) == pytest.approx(64 / (64 + 2 * 8 / 4 + SIMT_LOOP_INSTR))
     # a long K loop: the prologue latency and the epilogue write cost ~1-3 % of the wave
     assert 0.95 < t.pipeline < 1.0
+
+
+def test_shared_memory_feeds_small_simt_tiles_below_the_ffma_rate() -> None:
+    # 2 sqrt(t) operands x 4 B x 32 threads per K element over 128 B / clock, against 32 t / lanes
+    assert simt_smem(8, 64) == pytest.approx((32 * 8 / 64) / (2 * math.sqrt(8) * 4 * 32 / 128))
+    assert simt_smem(64, 64) == 1.0 and simt_smem(64, 128) == 1.0  # 8 x 8 per thread: fed
+    assert simt_smem(16, 128) == pytest.approx(0.5)  # 4 x 4 per thread on a 128-lane Pascal SM
+    # a big fp32 GEMM on a V100 no longer picks the 8-outputs-a-thread 32 x 32 tile
+    v100 = load_profile("v100-pcie-32gb")
+    d = Device.of(v100, "fp32", tf32="off")
+    t = gemm_tiling(4096, 4096, 1024, 1, v100.gpu, 4, simt=True, rates=sm_rates(d, d.tensor_peak))
+    assert t.tm * t.tn // t.threads >= 16 and t.smem == 1.0
+    small = place(gemm_work(32, 32, 4096, 4), d)  # only the 32 x 32 tile avoids padding here
+    assert (small.factors["tm"], small.factors["tn"]) == (32, 32)
+    assert small.factors["smem"] == pytest.approx(simt_smem(8, 64)) and "shared memory 71%" in small.detail
 
 
 def test_short_k_gemm_pays_its_epilogue() -> None:

@@ -33,7 +33,14 @@ family), with two more factors:
   ``issue = t*warp/lanes / max(t*warp/lanes, t + loads + loop)`` (1.0 on Volta..Hopper's
   16-lane schedulers, below 1 on Pascal / Ada's 32-lane ones);
 - schedulers fed: an SM needs a warp on each of its 4 schedulers, so an SM holding fewer
-  warps (a lone 64-thread block) runs at ``warps / 4``.
+  warps (a lone 64-thread block) runs at ``warps / 4``;
+- shared-memory bandwidth: per K element a thread of a ``t``-output tile reads ``2 sqrt(t)``
+  fp32 operands from shared memory, which delivers ``SMEM_BYTES_PER_CLK`` = 128 bytes a clock
+  per SM (32 banks x 32 bits; one warp-wide 32-bit load a clock), while its FFMAs take
+  ``32 t / lanes-per-SM`` clocks a warp: ``smem = min(1, 16 sqrt(t) / lanes-per-SM)``. 1.0 for
+  the 8x8-per-thread tiles cuBLAS favours; a 32x32 tile of 128 threads (8 outputs a thread)
+  runs at 0.71 of the FFMA rate on a 64-lane SM, a 4x4-per-thread tile at 0.5 on a 128-lane one
+  (Pascal GP104, Ada).
 
 Everything else (elementwise, reductions, depthwise convs) runs on the CUDA cores in blocks of
 ``ELEM_THREADS`` threads, each thread loading ``VECTOR_LOAD_BYTES`` (one 128-bit load) per
@@ -78,6 +85,9 @@ ELEMS_PER_THREAD = VECTOR_LOAD_BYTES // 4  # fp32 elements per thread per step (
 SIMT_K_STEP = 8
 SIMT_STAGES = 2
 SIMT_LOOP_INSTR = 2
+# shared memory: 32 banks x 32 bits per clock per SM (CUDA C++ Programming Guide, "Shared Memory"
+# for compute capability 5.x-9.x; AMD CDNA LDS: 128 bytes per clock per CU, CDNA ISA guides)
+SMEM_BYTES_PER_CLK = 128
 SCHEDULERS_PER_SM = 4  # warp schedulers (SM sub-partitions) per SM / SIMD units per CU since Volta / GCN
 # cuBLAS SGEMM tiles when a profile names none: volta/ampere_sgemm_{128x128, 128x64, 64x64 (maxwell),
 # 32x128, 128x32, 32x32_sliced1x4} kernel names, threads per block as they launch
@@ -121,10 +131,11 @@ class GemmTiling:
     # SIMT: min(1, warps per busy SM / schedulers)
     issue: float = 1.0  # SIMT only: share of FP32-pipe cycles the inner loop keeps busy
     threads: int = 0
+    smem: float = 1.0  # SIMT only: shared-memory bandwidth / operand demand of the FFMAs, capped at 1
 
     @property
     def efficiency(self) -> float:
-        return self.quantization * self.fill * self.pipeline * self.in_flight * self.issue
+        return self.quantization * self.fill * self.pipeline * self.in_flight * self.issue * self.smem
 
 
 def resident_blocks(sm: SmLimits | GpuCompute, tm: int, tn: int, threads: int | None = None,
@@ -158,6 +169,17 @@ def simt_issue(outputs_per_thread: int, warp: int, lanes: int) -> float:
     return ffma / max(ffma, t + loads + SIMT_LOOP_INSTR)
 
 
+def simt_smem(outputs_per_thread: int, lanes_per_sm: int) -> float:
+    """Share of the FFMA rate shared memory can feed (see the module docstring).
+
+    >>> simt_smem(64, 64), round(simt_smem(8, 64), 3), simt_smem(16, 128)
+    (1.0, 0.707, 0.5)
+    """
+    ffma_clk = 32 * outputs_per_thread / lanes_per_sm  # one warp's FFMAs per K element
+    lds_clk = 2 * math.sqrt(outputs_per_thread) * 4 * 32 / SMEM_BYTES_PER_CLK  # its operand loads
+    return min(1.0, ffma_clk / lds_clk)
+
+
 def wave_pipeline(per_sm: int, tile_flops: float, out_bytes: int, rates: tuple[float, float],
                   in_flight: float = 1.0, issue: float = 1.0) -> float:
     """Share of a wave spent in the K loop: ``main / (main + DRAM_LATENCY_S + epilogue)``, with
@@ -188,21 +210,22 @@ def _candidate(m: int, n: int, k: int, batch: int, sm: SmLimits, tm: int, tn: in
     if simt is None:
         r = resident_blocks(sm, tm, tn)
         per_sm = min(r, math.ceil(blocks / sm.sms))  # blocks co-resident on a busy SM
-        in_flight, issue, threads = min(1.0, per_sm * tm * tn / FULL_RATE_TILE_AREA), 1.0, 0
+        in_flight, issue, threads, smem = min(1.0, per_sm * tm * tn / FULL_RATE_TILE_AREA), 1.0, 0, 1.0
     else:
         threads, elem = simt
         r = resident_blocks(sm, tm, tn, threads, (tm + tn) * SIMT_K_STEP * elem * SIMT_STAGES)
         per_sm = min(r, math.ceil(blocks / sm.sms))
         in_flight = min(1.0, per_sm * threads / sm.warp / SCHEDULERS_PER_SM)
         issue = simt_issue(tm * tn // threads, sm.warp, sm.lanes_per_scheduler)
+        smem = simt_smem(tm * tn // threads, sm.lanes_per_scheduler * SCHEDULERS_PER_SM)
     per_sm = max(1, per_sm)
-    pipeline = wave_pipeline(per_sm, 2.0 * tm * tn * it * k_step, tm * tn * elem, rates, in_flight, issue)
+    pipeline = wave_pipeline(per_sm, 2.0 * tm * tn * it * k_step, tm * tn * elem, rates, in_flight, issue * smem)
     return GemmTiling(
         tm=tm, tn=tn, split_k=split, blocks=blocks, resident=r,
         waves=math.ceil(blocks / (sm.sms * r)),
         quantization=blocks / (sm.sms * math.ceil(blocks / sm.sms)),
         fill=(m * n) / (math.ceil(m / tm) * tm * math.ceil(n / tn) * tn),
-        pipeline=pipeline, in_flight=in_flight, issue=issue, threads=threads,
+        pipeline=pipeline, in_flight=in_flight, issue=issue, threads=threads, smem=smem,
     )
 
 
@@ -265,6 +288,7 @@ def _gemm(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
         f"quantization {t.quantization:.0%} x tile fill {t.fill:.0%} x pipeline {t.pipeline:.0%}"
         + (f" x in flight {t.in_flight:.0%}" if t.in_flight < 1 else "")
         + (f" x issue {t.issue:.0%}" if t.issue < 1 else "")
+        + (f" x shared memory {t.smem:.0%}" if t.smem < 1 else "")
         + f" -> {t.efficiency:.1%} of {engine} peak"
     )
     # split-K partial sums: each split writes an fp32 M x N tile and the reduction reads it back
@@ -274,7 +298,7 @@ def _gemm(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
         tensor_rate=eng.peak * t.efficiency, vector_rate=dev.vector_peak * busy,
         mem_share=share, detail=detail, workspace_bytes=workspace,
         factors={"quantization": t.quantization, "fill": t.fill, "pipeline": t.pipeline, "in_flight": t.in_flight,
-                 "issue": t.issue, "waves": t.waves, "blocks": t.blocks, "tm": t.tm, "tn": t.tn,
+                 "issue": t.issue, "smem": t.smem, "waves": t.waves, "blocks": t.blocks, "tm": t.tm, "tn": t.tn,
                  "split_k": t.split_k},
     )
 
