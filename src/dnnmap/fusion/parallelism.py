@@ -5,6 +5,9 @@ GEMMs), as the mappers tile them:
 
 - conv (implicit GEMM, per group): M = N*Ho*Wo, N = Cout/groups, K = Cin/groups*kh*kw,
   batch = groups. Depthwise (groups == Cin > 1) is flagged: it is a GEMM with N = 1 per group.
+  ``convolution_backward(grad_output, input, weight)`` has the geometry of its forward conv
+  (grad_output is the forward's output): its grad-input and grad-weight GEMMs are that GEMM's
+  transposes, so they are keyed by the same (M, N, K).
 - linear / mm / addmm: M = rows of the activation (all leading dims), N = out features, K = in.
 - bmm / matmul: the last two dims as M x K @ K x N, batch = product of the leading dims.
 - attention (SDPA, q[B,H,L,E], k[B,H,S,E], v[B,H,S,Ev]): the QK^T GEMM, M = L, N = S,
@@ -55,8 +58,12 @@ def _layout(shape: tuple[int, ...]) -> dict[str, int]:
 
 
 def _conv(op: Op, g: Graph) -> Parallelism:
-    x, w = g.tensors[op.inputs[0]].shape, g.tensors[op.inputs[1]].shape
-    out = g.tensors[op.outputs[0]].shape
+    if op_name(op.target) == "convolution_backward" and len(op.inputs) >= 3:
+        # (grad_output, input, weight): the forward conv input -> weight -> output (= grad_output)
+        out, x, w = (g.tensors[t].shape for t in op.inputs[:3])
+    else:
+        x, w = g.tensors[op.inputs[0]].shape, g.tensors[op.inputs[1]].shape
+        out = g.tensors[op.outputs[0]].shape
     groups = int(op.attrs.get("groups", 1) or 1)
     transposed = bool(op.attrs.get("transposed", False))
     cin = x[1]
