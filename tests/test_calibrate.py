@@ -53,6 +53,17 @@ def test_quick_calibration_writes_a_valid_measured_profile(quick: tuple[Path, Ha
     assert "no model was timed" in text  # the held-out statement travels with the file
 
 
+def test_quick_calibration_measures_decode_and_training_kernels(quick: tuple[Path, HardwareProfile, float]) -> None:
+    _, prof, _ = quick
+    cal = prof.calibration
+    grid = plan_for("cpu", quick=True).gemm_stream
+    assert grid is not None
+    for layout in ("nt", "nn"):  # nn.Linear's [out, in] weight and Conv1D's [in, out]
+        assert len(cal.gemm_stream[layout][Precision.FP32]) == len(grid.m) * len(grid.n) * len(grid.k)
+    assert set(cal.conv_backward_shapes) == {ConvKind.DENSE, ConvKind.DEPTHWISE}
+    assert "native_batch_norm_backward" in cal.op_bandwidth
+
+
 def test_measured_points_never_exceed_the_measured_peak(quick: tuple[Path, HardwareProfile, float]) -> None:
     _, prof, _ = quick
     cal = prof.calibration

@@ -25,17 +25,21 @@ from dnnmap.calibrate.microbench import (
     ConvPoint,
     GemmPoint,
     ScalarPoint,
+    StreamPoint,
+    conv_backward_problem,
     conv_problem,
     dtype_supported,
     fresh_page_cost,
     gemm_problem,
     thread_scaling,
     time_bandwidth,
+    time_gemm_stream,
     time_problems,
     tiny_op_latencies,
     transcendental_rates,
+    weight_pool,
 )
-from dnnmap.calibrate.opkinds import OpKindPoint, counted_costs, time_opkinds
+from dnnmap.calibrate.opkinds import OpKindPoint, counted_costs, time_opkind_sweep, time_opkinds
 from dnnmap.calibrate.plan import GemmGrid, Plan
 from dnnmap.calibrate.quiet import LoadMeter, LoadPolicy, disturbed_message
 from dnnmap.calibrate.timing import (
@@ -49,7 +53,7 @@ from dnnmap.calibrate.timing import (
     wait_until_idle,
 )
 
-T = TypeVar("T", GemmPoint, ConvPoint, BandwidthPoint, OpKindPoint)
+T = TypeVar("T", GemmPoint, ConvPoint, BandwidthPoint, OpKindPoint, StreamPoint)
 
 Progress = Callable[[str, int, int], None]
 """``progress(description, completed, total)``: called after every measured point."""
@@ -78,6 +82,9 @@ class Measurements:
     conv_precision: str = "fp32"  # "tf32" on a GPU whose cuDNN convs use TF32 tensor cores
     load_shares: tuple[float, ...] = ()  # per pass: share of the CPUs other processes used
     disturbed: str = ""  # non-empty: no pass was undisturbed; says how busy the machine was
+    conv_backward: tuple[ConvPoint, ...] = ()  # convolution_backward at forward conv shapes
+    gemm_stream: tuple[StreamPoint, ...] = ()  # few-row GEMMs against cold weights
+    op_sweep: tuple[OpKindPoint, ...] = ()  # training op kinds at several sizes
 
     def scalar(self, name: str) -> float | None:
         for s in self.scalars:
@@ -93,8 +100,9 @@ def _gemm_grids(plan: Plan, dtypes: Sequence[str]) -> list[GemmGrid]:
 def count_steps(plan: Plan, dtypes: Sequence[str]) -> int:
     """How many progress steps a run of ``plan`` takes (for the progress bar's total)."""
     gemm = sum(len(g.points()) for g in _gemm_grids(plan, dtypes))
-    conv = sum(len(c.points()) for c in plan.convs)
-    per_pass = gemm + conv + 3 * len(plan.bandwidth_bytes) + 2  # + tiny ops, op kinds
+    conv = sum(len(c.points()) for c in (*plan.convs, *plan.conv_backward))
+    stream = len(plan.gemm_stream.points()) if plan.gemm_stream is not None else 0
+    per_pass = gemm + conv + stream + 3 * len(plan.bandwidth_bytes) + 2 + bool(plan.op_sweep)  # + tiny ops, op kinds
     return plan.passes * per_pass + 1  # + thread scaling
 
 
@@ -129,12 +137,15 @@ class _Store:
 
     gemm: dict[tuple, GemmPoint] = field(default_factory=dict)
     conv: dict[tuple, ConvPoint] = field(default_factory=dict)
+    conv_backward: dict[tuple, ConvPoint] = field(default_factory=dict)
+    gemm_stream: dict[tuple, StreamPoint] = field(default_factory=dict)
+    op_sweep: dict[tuple, OpKindPoint] = field(default_factory=dict)
     bandwidth: dict[tuple, BandwidthPoint] = field(default_factory=dict)
     opkinds: dict[tuple, OpKindPoint] = field(default_factory=dict)
     scalars: dict[str, ScalarPoint] = field(default_factory=dict)
 
     def merge(self, other: _Store) -> None:
-        for name in ("gemm", "conv", "bandwidth", "opkinds"):
+        for name in ("gemm", "conv", "conv_backward", "gemm_stream", "op_sweep", "bandwidth", "opkinds"):
             mine = getattr(self, name)
             for key, point in getattr(other, name).items():
                 _keep_faster(mine, key, point)
@@ -185,6 +196,12 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
     for pt in time_problems(timer, convs, rounds=r, warmup_rounds=plan.warmup, seed=seed,
                             on_chunk=lambda n, p: step.advance(n, f"conv {p.key}{tag}")):
         _keep_faster(store.conv, (pt.kind, pt.kernel, pt.hw, pt.cin, pt.cout), pt)
+    backward = [conv_backward_problem(timer.device, cg.kind, cg.kernel, hw, cin, cout)
+                for cg in plan.conv_backward for hw, cin, cout in cg.points()]
+    for pt in time_problems(timer, backward, rounds=r, warmup_rounds=plan.warmup, seed=seed,
+                            on_chunk=lambda n, p: step.advance(n, f"conv backward {p.key}{tag}")):
+        _keep_faster(store.conv_backward, (pt.kind, pt.kernel, pt.hw, pt.cin, pt.cout), pt)
+    _stream_pass(plan, timer, store, step, tag)
     for kind in ("read", "copy", "add"):
         for ws in plan.bandwidth_bytes:
             _keep_faster(store.bandwidth, (kind, ws), time_bandwidth(timer, kind, ws, runs=r, min_seconds=s))
@@ -192,6 +209,26 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
     for pt in time_opkinds(timer, plan.opkinds, costs, runs=r, min_seconds=s):
         _keep_faster(store.opkinds, (pt.name,), pt)
     step(f"op kinds (pooling, normalization, activations){tag}")
+    if plan.op_sweep:
+        for pt in time_opkind_sweep(timer, plan.op_sweep, costs, runs=r):
+            _keep_faster(store.op_sweep, (pt.name, pt.bytes), pt)
+        step(f"training op kinds over sizes{tag}")
+
+
+def _stream_pass(plan: Plan, timer: Timer, store: _Store, step: _Steps, tag: str) -> None:
+    """The weight-streaming GEMMs, all carved from one pool of at least 4x the last-level cache."""
+    grid = plan.gemm_stream
+    if grid is None:
+        return
+    from dnnmap.calibrate.sysinfo import cache_levels
+
+    llc = max((c.size_bytes * c.instances for c in cache_levels()), default=0)
+    pool = weight_pool(timer.device, max(grid.pool_bytes, 4 * llc, 2 * 4 * max(grid.n) * max(grid.k)))
+    for layout, m, n, k in grid.points():
+        pt = time_gemm_stream(timer, pool, layout, m, n, k, runs=plan.runs, warmup=plan.warmup)
+        _keep_faster(store.gemm_stream, (layout, m, n, k), pt)
+        step(f"streaming GEMM {layout} {m}x{n}x{k}{tag}")
+    del pool
 
 
 def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | None = None,
@@ -204,7 +241,8 @@ def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | Non
     dtypes = [g.dtype for g in (plan.gemm_fp32, *plan.gemm_other)]
     supported = [d for d in dtypes if dtype_supported(plan.device, d)]
     step = _Steps(count_steps(plan, supported), progress)
-    costs = counted_costs(plan.opkinds) if plan.opkinds else {}
+    names = tuple(dict.fromkeys((*plan.opkinds, *plan.op_sweep)))
+    costs = counted_costs(names) if names else {}
     store, spoiled, shares = _Store(), _Store(), []
     clean = attempt = 0
     per_pass = (step.total - 1) // plan.passes
@@ -237,6 +275,9 @@ def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | Non
         threads=threads,
         gemm=tuple(store.gemm.values()),
         conv=tuple(store.conv.values()),
+        conv_backward=tuple(store.conv_backward.values()),
+        gemm_stream=tuple(store.gemm_stream.values()),
+        op_sweep=tuple(store.op_sweep.values()),
         bandwidth=tuple(store.bandwidth.values()),
         scalars=tuple(store.scalars.values()),
         opkinds=tuple(store.opkinds.values()),

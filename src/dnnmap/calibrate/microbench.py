@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,34 @@ class ConvPoint:
     def flops(self) -> int:
         m, n, k = self.gemm_mnk
         return 2 * m * n * k
+
+
+@dataclass(frozen=True, slots=True)
+class ConvBackwardPoint(ConvPoint):
+    """``convolution_backward`` (grad input + grad weight) of the forward conv ``ConvPoint``
+    describes: twice the forward's FLOPs (the rule in ``costs/rules/conv.py``)."""
+
+    @property
+    def flops(self) -> int:
+        m, n, k = self.gemm_mnk
+        return 2 * (2 * m * n * k)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPoint:
+    """One weight-streaming GEMM: ``x[m, k]`` against a cold weight (``layout`` "nt": [n, k]
+    read as x @ W.T; "nn": [k, n] with a bias, ``addmm``)."""
+
+    layout: str
+    m: int
+    n: int
+    k: int
+    seconds: float  # median per call
+    spread: float
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.n * self.k
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,9 +308,60 @@ def conv_problem(device: str, kind: str, kernel: int, hw: int, cin: int, cout: i
                    lambda s, sp: ConvPoint(kind, hw, c_in // groups, cout, kernel, s, sp))
 
 
+def conv_backward_problem(device: str, kind: str, kernel: int, hw: int, cin: int, cout: int) -> Problem:
+    """``aten.convolution_backward`` of :func:`conv_problem`'s conv (grad input, grad weight and
+    grad bias, as autograd asks for a conv with a bias whose input needs a gradient)."""
+    groups = cout // cin if kind == "grouped" else 1
+    c_in = cout if kind == "grouped" else cin
+    pad = kernel // 2
+
+    def make() -> Callable[[], object]:
+        x = torch.randn(1, c_in, hw, hw, device=device)
+        w = torch.randn(cout, c_in // groups, kernel, kernel, device=device)
+        g = torch.randn(1, cout, hw, hw, device=device)
+        return lambda: torch.ops.aten.convolution_backward(
+            g, x, w, [cout], [1, 1], [pad, pad], [1, 1], False, [0, 0], groups, [True, True, True])
+
+    size = 4 * (2 * c_in * hw * hw + 2 * cout * (c_in // groups) * kernel * kernel + 2 * cout * hw * hw)
+    return Problem(("bwd", kind, kernel, hw, cin, cout), size, make,
+                   lambda s, sp: ConvBackwardPoint(kind, hw, c_in // groups, cout, kernel, s, sp))
+
+
+def weight_pool(device: str, nbytes: int) -> torch.Tensor:
+    """One flat fp32 buffer the streaming GEMMs carve their weights from (filled once)."""
+    return torch.empty(max(1, nbytes // 4), device=device).uniform_(-1.0, 1.0)
+
+
+def time_gemm_stream(timer: Timer, pool: torch.Tensor, layout: str, m: int, n: int, k: int, *, runs: int,
+                     warmup: int = 1) -> StreamPoint:
+    """Seconds per call of ``F.linear(x, W)`` ("nt", W [n, k]) or ``torch.addmm(b, x, W)`` ("nn",
+    W [k, n]) when every call reads a different weight: one round calls it on each of the
+    ``len(pool) // (n k)`` distinct weights the pool holds (at least two, each touched once a
+    round, the pool several times the last-level cache), so the weight always arrives from DRAM.
+    A sample is one round; the median round over the call count is kept."""
+    count = pool.numel() // (n * k)
+    if count < 2:
+        raise ValueError(f"weight pool of {pool.numel() * 4} bytes holds fewer than 2 [{n}, {k}] weights")
+    ws = [pool[i * n * k:(i + 1) * n * k].view((n, k) if layout == "nt" else (k, n)) for i in range(count)]
+    x = torch.randn(m, k, device=timer.device)
+    b = torch.randn(n, device=timer.device)
+
+    def nt() -> None:
+        for w in ws:
+            F.linear(x, w)
+
+    def nn_() -> None:
+        for w in ws:
+            torch.addmm(b, x, w)
+
+    with torch.inference_mode():
+        t = timer.time(nt if layout == "nt" else nn_, min_runs=runs, min_seconds=0.0, warmup=warmup)
+    return StreamPoint(layout, m, n, k, t.median_s / count, t.spread)
+
+
 def time_problems(timer: Timer, problems: list[Problem], *, rounds: int, warmup_rounds: int = 1,
                   seed: int = 0, max_bytes: int = 256 << 20, max_chunk: int = 16,
-                  on_chunk: Callable[[int, Problem], None] | None = None) -> list[GemmPoint | ConvPoint]:
+                  on_chunk: Callable[[int, Problem], None] | None = None) -> list[Any]:
     """Time every problem with :meth:`Timer.time_each`, in a shuffled order, a chunk of up to
     ``max_chunk`` problems (``max_bytes`` of operands) at a time: each call follows a call of
     a different shape on different data, so it pays what a layer in a network pays (its
@@ -291,7 +371,7 @@ def time_problems(timer: Timer, problems: list[Problem], *, rounds: int, warmup_
 
     order = list(problems)
     random.Random(seed).shuffle(order)
-    out: list[GemmPoint | ConvPoint] = []
+    out: list[Any] = []
     chunk: list[Problem] = []
     for i, prob in enumerate(order):
         chunk.append(prob)

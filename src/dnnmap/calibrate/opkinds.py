@@ -5,10 +5,14 @@ erf: at the same bytes these run at very different speeds, and none of them at t
 FMA peak. Each op here runs alone on a fixed activation (64 x 56 x 56 fp32 = 784 KiB, or
 196 x 1024 tokens: cache-resident, all threads busy), and its vector FLOPs are counted by
 dnnmap's own cost rules on the captured op, so the rate is in the unit the mapper divides
-by. The ops are generic kernels, not taken from any model.
+by. The ops are generic kernels, not taken from any model. Training adds kernels a forward pass
+never runs (``TRAINING``): batch-norm with batch statistics and the backward of activations,
+normalizations and (log-)softmax, called by their ATen names.
 
->>> sorted(OPS)[:3]
+>>> sorted(n for n in OPS if n not in TRAINING)[:3]
 ['adaptive_avg_pool2d', 'add', 'avg_pool2d']
+>>> "native_batch_norm_backward" in TRAINING
+True
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class OpKindPoint:
 class Aux(nn.Module):
     """Per-channel parameters the ops need (buffers, so capture sees them as constants)."""
 
-    def __init__(self, channels: int, features: int) -> None:
+    def __init__(self, channels: int, features: int, rows: int = TOKENS[1], side: int = IMAGE[2]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("var", torch.ones(channels))
@@ -47,6 +51,32 @@ class Aux(nn.Module):
         self.register_buffer("shift", torch.zeros(channels))
         self.register_buffer("ln_w", torch.ones(features))
         self.register_buffer("ln_b", torch.zeros(features))
+        self.register_buffer("ln_mean", torch.zeros(1, rows, 1))  # saved by layer_norm for backward
+        self.register_buffer("ln_rstd", torch.ones(1, rows, 1))
+        # the incoming gradient of the backward kernels: a tensor of its own, as in autograd
+        self.register_buffer("g_image", torch.randn(1, channels, side, side))
+        self.register_buffer("g_tokens", torch.randn(1, rows, features))
+
+
+A = torch.ops.aten
+# training kernels, called by their ATen names (autograd runs them; no nn API exposes them): the
+# gradient is the input tensor itself, saved statistics are the per-channel / per-row buffers.
+# native_batch_norm is batch-norm in training mode (batch statistics computed, a second pass).
+TRAINING: dict[str, tuple[tuple[int, ...], Fn]] = {
+    "native_batch_norm": (IMAGE, lambda x, a: A.native_batch_norm(x, a.scale, a.shift, None, None, True, 0.1,
+                                                                  1e-5)[0]),
+    "native_batch_norm_backward": (IMAGE, lambda x, a: A.native_batch_norm_backward(
+        a.g_image, x, a.scale, None, None, a.mean, a.var, True, 1e-5, [True, True, True])[0]),
+    "threshold_backward": (IMAGE, lambda x, a: A.threshold_backward(a.g_image, x, 0.0)),
+    "hardtanh_backward": (IMAGE, lambda x, a: A.hardtanh_backward(a.g_image, x, 0.0, 6.0)),
+    "gelu_backward": (TOKENS, lambda x, a: A.gelu_backward(a.g_tokens, x)),
+    "tanh_backward": (TOKENS, lambda x, a: A.tanh_backward(a.g_tokens, x)),
+    "_softmax_backward_data": (TOKENS, lambda x, a: A._softmax_backward_data(a.g_tokens, x, -1, x.dtype)),
+    "_log_softmax": (TOKENS, lambda x, a: A._log_softmax(x, -1, False)),
+    "_log_softmax_backward_data": (TOKENS, lambda x, a: A._log_softmax_backward_data(a.g_tokens, x, -1, x.dtype)),
+    "native_layer_norm_backward": (TOKENS, lambda x, a: A.native_layer_norm_backward(
+        a.g_tokens, x, [x.shape[-1]], a.ln_mean, a.ln_rstd, a.ln_w, a.ln_b, [True, True, True])[0]),
+}
 
 
 # name -> (input layout, function); the name is the ATen op the function dispatches to
@@ -68,8 +98,9 @@ OPS: dict[str, tuple[tuple[int, ...], Fn]] = {
     "avg_pool2d": (IMAGE, lambda x, a: F.avg_pool2d(x, 2, 2)),
     "adaptive_avg_pool2d": (IMAGE, lambda x, a: F.adaptive_avg_pool2d(x, 1)),
     "mean": (IMAGE, lambda x, a: x.mean((2, 3))),
+    **TRAINING,
 }
-QUICK = ("relu", "batch_norm", "max_pool2d", "gelu", "layer_norm")
+QUICK = ("relu", "batch_norm", "max_pool2d", "gelu", "layer_norm", "native_batch_norm_backward")
 
 
 class _Zoo(nn.Module):
@@ -114,3 +145,46 @@ def time_opkinds(timer: Timer, names: tuple[str, ...], costs: dict[str, tuple[in
         timings = timer.time_each(calls, rounds=max(runs, 5), warmup_rounds=2)
     return [OpKindPoint(n, t.median_s, costs[n][0], costs[n][1], t.spread)
             for n, t in zip(names, timings, strict=True)]
+
+
+# The training kernels read and write their tensors in several passes (batch-norm: statistics,
+# then normalize; its backward: two reductions, then grad input), so once the tensors outgrow
+# the caches they run at a fraction of the copy bandwidth. Each is also timed at these sizes
+# (multiples of the base tensor's elements: 1/16 .. 8, i.e. 50 K .. 1.6 M values, 0.2 .. 6.4 MB
+# per fp32 tensor at the base layout's width) and stored as an op-kind bandwidth table.
+SWEEP_SCALES = (1 / 16, 1 / 4, 1, 4, 8)
+
+
+def _scaled(layout: tuple[int, ...], scale: float) -> tuple[int, ...]:
+    """The layout with its spatial / token axis scaled: ``(1, 64, 56, 56)`` x 4 -> ``(1, 64, 112, 112)``."""
+    if len(layout) == 4:
+        side = max(1, round(layout[2] * scale**0.5))
+        return (*layout[:2], side, side)
+    return (layout[0], max(1, round(layout[1] * scale)), layout[2])
+
+
+def time_opkind_sweep(timer: Timer, names: tuple[str, ...], costs: dict[str, tuple[int, int]], *,
+                      runs: int) -> list[OpKindPoint]:
+    """Each op of ``names`` at every :data:`SWEEP_SCALES` size, counted FLOPs and bytes scaled
+    from the base capture by the element count (the per-channel buffers are < 0.1 %)."""
+    out = []
+    for scale in SWEEP_SCALES:
+        shapes = {lay: _scaled(lay, scale) for lay in (IMAGE, TOKENS)}
+        aux = Aux(IMAGE[1], TOKENS[2], rows=shapes[TOKENS][1], side=shapes[IMAGE][2]).to(timer.device)
+        inputs = {lay: torch.randn(shp, device=timer.device) for lay, shp in shapes.items()}
+        todo = tuple(n for n in names if n in costs)
+        calls = [lambda fn=OPS[n][1], x=inputs[OPS[n][0]], a=aux: fn(x, a) for n in todo]
+        with torch.inference_mode():
+            timings = timer.time_each(calls, rounds=max(runs, 3), warmup_rounds=1)
+        for n, t in zip(todo, timings, strict=True):
+            base, now = OPS[n][0], shapes[OPS[n][0]]
+            ratio = _numel(now) / _numel(base)
+            out.append(OpKindPoint(n, t.median_s, round(costs[n][0] * ratio), round(costs[n][1] * ratio), t.spread))
+    return out
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnnmap.calibrate.opkinds import OPS, QUICK
+from dnnmap.calibrate.opkinds import OPS, QUICK, TRAINING
 
 ALL_OPKINDS = tuple(OPS)
 QUICK_OPKINDS = QUICK
@@ -73,6 +73,25 @@ class ConvGrid:
 
 
 @dataclass(frozen=True)
+class StreamGrid:
+    """Weight-streaming GEMMs: ``x[m, k]`` against weights too many to stay in any cache, as a
+    decode step reads each layer's weight once. Every point rotates over distinct weights
+    carved from one pool of at least ``pool_bytes`` (and 4x the last-level cache), so each
+    call finds its weight cold in DRAM. Both weight layouts: "nt" = ``F.linear(x, W[n, k])``,
+    "nn" = ``torch.addmm(bias, x, W[k, n])``. The pool must hold two of the largest weights:
+    ``2 * 4 * max(n) * max(k) <= pool_bytes``."""
+
+    m: tuple[int, ...]
+    n: tuple[int, ...]
+    k: tuple[int, ...]
+    layouts: tuple[str, ...] = ("nt", "nn")
+    pool_bytes: int = 128 << 20
+
+    def points(self) -> list[tuple[str, int, int, int]]:
+        return [(lay, m, n, k) for lay in self.layouts for m in self.m for n in self.n for k in self.k]
+
+
+@dataclass(frozen=True)
 class Plan:
     device: str
     gemm_fp32: GemmGrid
@@ -86,6 +105,9 @@ class Plan:
     opkinds: tuple[str, ...] = ()  # op-kind microbenchmarks (see dnnmap.calibrate.opkinds)
     idle_wait_s: float = 0.0  # before each sweep, wait up to this long for other processes to go idle
     quick: bool = False
+    gemm_stream: StreamGrid | None = None  # cold weight-streaming GEMMs (CPU decode)
+    conv_backward: tuple[ConvGrid, ...] = ()  # ``convolution_backward`` (grad input + grad weight)
+    op_sweep: tuple[str, ...] = ()  # op kinds also timed over sizes -> op-kind bandwidth tables
 
 
 # Every GEMM grid's largest point has at least this many FLOPs: the measured peak of a
@@ -122,6 +144,12 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             min_seconds=0.005,
             quick=True,
             opkinds=QUICK_OPKINDS,
+            gemm_stream=StreamGrid(m=(1, 4), n=(256, 2048), k=(256, 2048), pool_bytes=64 << 20),
+            op_sweep=("native_batch_norm_backward",),
+            conv_backward=(
+                ConvGrid("conv", 3, hw=(7, 28), cin=(16, 64), cout=(16, 64)),
+                ConvGrid("grouped", 3, hw=(7, 28), cout=(32, 256), group_width=1),
+            ),
         )
     # channel counts in half-octave steps: real layers (24, 48, 96, 192, 384, 768 ...) are not
     # powers of two, and kernels run slower on sizes that do not fill their register blocks
@@ -156,6 +184,24 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         passes=2,
         opkinds=ALL_OPKINDS,
         idle_wait_s=10.0,
+        # m: a decode step's tokens (batch 1 .. 16); n, k: 256 .. 4096 wide layers (a wider one,
+        # a vocabulary projection, streams at the 4096 rate: bandwidth has saturated). At ~10 GB/s
+        # a round over the 128 MiB pool takes ~13 ms: 2 layouts x 75 points x 4 rounds ~ 8 s a pass;
+        # k in octaves: a GEMV's rate climbs steeply with k below ~2048 (7 -> 17 GB/s here)
+        op_sweep=tuple(TRAINING),
+        gemm_stream=StreamGrid(m=(1, 2, 4, 8, 16), n=(256, 1024, 4096), k=(256, 512, 1024, 2048, 4096)),
+        # backward convs (training): ~2x the forward's FLOPs each, so a coarser grid than the
+        # forward's; 2 * sum(M) * sum(N) * sum(K) * 2 ~ 1.5e11 FLOP for the dense grid, ~2 s a pass
+        conv_backward=(
+            ConvGrid("conv", 3, hw=(7, 14, 28, 56, 112), cin=(3, 16, 64, 256), cout=(16, 64, 256),
+                     max_flops=cap),
+            ConvGrid("conv1x1", 1, hw=(7, 14, 28, 56, 112), cin=(16, 64, 256, 1024), cout=(16, 64, 256, 1024),
+                     max_flops=cap),
+            # a depthwise backward runs at ~1 GFLOP/s: the largest maps are left out (filled from
+            # their nearest measured neighbour), each would take ~0.5 s a call
+            ConvGrid("grouped", 3, hw=(7, 14, 28, 56, 112), cout=(16, 64, 256, 1024), group_width=1, max_flops=6e7),
+            ConvGrid("grouped", 5, hw=(7, 14, 28, 56, 112), cout=(16, 64, 256, 1024), group_width=1, max_flops=6e7),
+        ),
     )
 
 

@@ -24,12 +24,15 @@ from dnnmap.calibrate.sysinfo import (
 )
 from dnnmap.calibrate.tables import (
     bandwidth_tables,
+    conv_backward_tables,
     conv_tables,
     gemm_tables,
     level_bandwidths,
     measured_peaks,
+    op_bandwidth_tables,
     scalars,
     slug,
+    stream_tables,
     thread_points,
 )
 from dnnmap.hardware.schema import HardwareProfile
@@ -186,6 +189,13 @@ def profile_dict(meas: Measurements, name: str, base: HardwareProfile | None = N
         "calibration": _calibration(meas, gemm_shapes, gemm, conv_shapes, conv, bw, command, peaks["fp32"]),
         "sources": src,
     }
+    # training and decode kernels: backward convs, few-row GEMMs against cold weights
+    if meas.conv_backward:
+        d["calibration"]["conv_backward_shapes"] = conv_backward_tables(meas, peaks)
+    if meas.gemm_stream:
+        d["calibration"]["gemm_stream"] = stream_tables(meas, peaks)
+    if meas.op_sweep:
+        d["calibration"]["op_bandwidth"] = op_bandwidth_tables(meas)
     return d
 
 

@@ -124,6 +124,28 @@ def conv_tables(meas: Measurements, peaks: dict[str, float]) -> tuple[dict, dict
     return shapes, {kind: {prec: _flops_table(t[prec])} for kind, t in shapes.items()}
 
 
+def conv_backward_tables(meas: Measurements, peaks: dict[str, float]) -> dict:
+    """``conv_backward_shapes`` per conv kind: counted backward FLOPs (grad input + grad weight,
+    ``4 m n k`` at the forward conv's implicit-GEMM shape) over the call time minus the conv
+    dispatch cost, capped at the peak."""
+    d, prec = _dispatch_s(meas, "conv"), meas.conv_precision
+    by_kind: dict[str, list[ConvPoint]] = {}
+    for c in meas.conv_backward:
+        by_kind.setdefault(_CONV_KIND[c.kind], []).append(c)
+    return {kind: {prec: _shape_table((*c.gemm_mnk, _rate(c.flops, c.seconds, d, peaks[prec])) for c in v)}
+            for kind, v in by_kind.items()}
+
+
+def stream_tables(meas: Measurements, peaks: dict[str, float]) -> dict:
+    """``gemm_stream`` per weight layout ("nt" / "nn"), fp32: ``2 m n k`` over the call time
+    minus the matmul dispatch cost, capped at the peak."""
+    d = _dispatch_s(meas, "matmul")
+    by_layout: dict[str, list[tuple[int, int, int, float]]] = {}
+    for p in meas.gemm_stream:
+        by_layout.setdefault(p.layout, []).append((p.m, p.n, p.k, _rate(p.flops, p.seconds, d, peaks["fp32"])))
+    return {layout: {"fp32": _shape_table(pts)} for layout, pts in by_layout.items()}
+
+
 def bandwidth_tables(meas: Measurements) -> dict[str, list[dict[str, float]]]:
     """Per sweep kind, GB/s vs working set, dispatch-free; unresolvable points dropped."""
     fixed = {"copy": _dispatch_s(meas, "copy_out"), "add": _dispatch_s(meas, "add_out"), "read": 0.0}
@@ -175,6 +197,25 @@ def opkind_rates(meas: Measurements, vector_peak: float) -> dict[str, float]:
             continue
         d = _dispatch_s(meas, dispatch_key(p.name, classify(f"aten.{p.name}").value))
         out[f"op_{p.name}_flops_per_s"] = float(f"{_rate(p.vector_flops, p.seconds, d, vector_peak):.5g}")
+    return out
+
+
+def op_bandwidth_tables(meas: Measurements) -> dict[str, list[dict[str, float]]]:
+    """``op_bandwidth`` per swept op kind: counted bytes over the call time minus the dispatch
+    cost the mapper adds for that kind of op (the whole kernel, several passes included), by
+    counted bytes; unresolvable points (dispatch >= half the call) dropped."""
+    from dnnmap.ir.classify import classify
+    from dnnmap.mapping.measured import dispatch_key
+
+    out: dict[str, list[dict[str, float]]] = {}
+    for p in sorted(meas.op_sweep, key=lambda p: (p.name, p.bytes)):
+        d = _dispatch_s(meas, dispatch_key(p.name, classify(f"aten.{p.name}").value))
+        work = p.seconds - d
+        if work < _RESOLVABLE * p.seconds or p.bytes <= 0:
+            continue
+        rows = out.setdefault(p.name, [])
+        if not rows or p.bytes > rows[-1]["working_set_bytes"]:
+            rows.append({"working_set_bytes": p.bytes, "achieved_gbps": float(f"{p.bytes / work / 1e9:.5g}")})
     return out
 
 

@@ -105,6 +105,16 @@ class Calibration(_Strict):
     # GEMM have the same FLOPs and differ ~10x on a CPU): the same data keyed by (m, n, k)
     gemm_shapes: dict[Precision, tuple[ShapePoint, ...]] = Field(default_factory=dict)
     conv_shapes: dict[ConvKind, dict[Precision, tuple[ShapePoint, ...]]] = Field(default_factory=dict)
+    # backward kernels: ``convolution_backward`` (grad input + grad weight, the ATen op autograd
+    # runs for a conv) keyed by its forward conv's implicit-GEMM shape (m, n, k) as in
+    # ``conv_shapes``; throughput = its counted FLOPs (2 x 2 m n k) / latency
+    conv_backward_shapes: dict[ConvKind, dict[Precision, tuple[ShapePoint, ...]]] = Field(default_factory=dict)
+    # weight-streaming GEMMs: m rows (a decode step's tokens) against a weight read cold from
+    # DRAM (the microbenchmark rotates over weights totalling several last-level caches, each
+    # touched once a round, as a decode step touches each layer's weights once). Keyed by the
+    # weight's layout: "nt" = stored [n, k] and read as x @ W.T (``nn.Linear``, ``aten.linear``),
+    # "nn" = stored [k, n] (``addmm(bias, x, W)``, GPT-2's ``Conv1D``); a grid as ``gemm_shapes``
+    gemm_stream: dict[str, dict[Precision, tuple[ShapePoint, ...]]] = Field(default_factory=dict)
     # imported kernel tables (``dnnmap calibrate --from-measurements``): scattered measured
     # shapes, not a grid; interpolated by ``interp.scattered_tflops``. ``gemm_points``: plain
     # GEMMs (linear / mm / addmm; a linear's leading dims folded into m, as ATen runs it);
@@ -157,6 +167,12 @@ class Calibration(_Strict):
         for kind, per in self.conv_shapes.items():
             for prec, pts in per.items():
                 yield f"conv_shapes.{kind.value}.{prec.value}", pts
+        for kind, per in self.conv_backward_shapes.items():
+            for prec, pts in per.items():
+                yield f"conv_backward_shapes.{kind.value}.{prec.value}", pts
+        for layout, per2 in self.gemm_stream.items():
+            for prec, pts in per2.items():
+                yield f"gemm_stream.{layout}.{prec.value}", pts
 
     def _scattered_tables(self) -> Iterator[tuple[str, tuple[ShapePoint | BatchedShapePoint, ...]]]:
         for prec, pts in self.gemm_points.items():

@@ -132,6 +132,25 @@ def conv_shape_tflops(cal: Calibration, kind: ConvKind, precision: Precision, m:
     return shape_interpolate(pts, m, n, k) if pts else None
 
 
+def conv_backward_shape_tflops(cal: Calibration, kind: ConvKind, precision: Precision, m: int, n: int,
+                               k: int) -> float | None:
+    """Measured ``convolution_backward`` throughput of ``kind`` at its forward conv's
+    implicit-GEMM shape (m, n, k), or None when the table was not measured."""
+    pts = cal.conv_backward_shapes.get(kind, {}).get(precision)
+    return shape_interpolate(pts, m, n, k) if pts else None
+
+
+def gemm_stream_tflops(cal: Calibration, layout: str, precision: Precision, m: int, n: int, k: int) -> float | None:
+    """Measured throughput of an ``m``-row GEMM streaming a cold ``[n, k]`` (``layout`` "nt")
+    or ``[k, n]`` ("nn") weight from DRAM, or None when that table was not measured or ``m`` is
+    beyond its largest row count (a GEMM with more rows reuses each weight byte enough to be
+    priced by the ``gemm_shapes`` grid)."""
+    pts = cal.gemm_stream.get(layout, {}).get(precision)
+    if not pts or m > max(p.m for p in pts):
+        return None
+    return shape_interpolate(pts, m, n, k)
+
+
 # --- scattered tables (imported kernel microbenchmarks) ------------------------------------------
 
 

@@ -187,11 +187,13 @@ def _vector_seconds(work: Work, p: Placement, device: Device) -> tuple[float, bo
     return work.vector_flops / p.vector_rate, False
 
 
-def _measured_tensor_rate(work: Work, device: Device) -> float | None:
+def _measured_tensor_rate(work: Work, device: Device, weights_in_dram: bool = False) -> float | None:
     """Measured GEMM / conv FLOP/s at this subgraph's shape (or size) on calibrated profiles.
 
     Imported scattered tables (``gemm_points`` / ``bmm_points`` / ``conv_points``) first, capped
     at the boost-clock peak (a measured rate already reflects the clock the part held); then
+    the cold weight-streaming table for a few-row GEMM whose weights stream from DRAM
+    (``weights_in_dram``) and the backward-conv table for ``convolution_backward``; then
     shape-keyed grids (m, n, k); FLOP-keyed ones are the fallback. Depthwise convs use the
     depthwise table (m = N*Ho*Wo, n = channels, k = kh*kw).
     """
@@ -202,6 +204,10 @@ def _measured_tensor_rate(work: Work, device: Device) -> float | None:
     if imported is not None:  # measured at the clock the part held: replaces the clock scaling
         boost = device.engine(work.op_class is OpClass.CONV).peak / device.clock_ratio
         return min(imported * 1e12, boost)
+    special = (cal_terms.streamed_gemm_tflops(work, device, weights_in_dram)
+               or cal_terms.conv_backward_tflops(work, device))
+    if special is not None:
+        return min(special * 1e12, device.peak)
     p, prec, flops = work.parallelism, device.tensor_precision, work.tensor_flops
     if work.op_class is OpClass.CONV and p.gemm_batch > 1 and not p.depthwise:
         # grouped conv: the grouped table (calibrate measures group widths 1, 8, 16 into the
@@ -241,7 +247,7 @@ def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_byte
     """Apply the engine's terms to one placed subgraph (``l2_hit_bytes``: activation reads
     :mod:`dnnmap.mapping.residency` found still in a GPU's L2)."""
     tensor_rate, utilization, calibrated = p.tensor_rate, p.utilization, False
-    measured = _measured_tensor_rate(work, device)
+    measured = _measured_tensor_rate(work, device, homes.weights.index == device.dram.index)
     if measured is not None:
         # measured rates replace the clock-scaled peak: utilization is against the boost peak
         eng = device.engine(work.op_class is OpClass.CONV)
@@ -261,6 +267,7 @@ def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_byte
         overhead = device.kernel_gap_s
     else:
         overhead = dispatch if dispatch is not None else device.launch_overhead_s
+        overhead += cal_terms.fresh_pages_s(work, device)  # first touch of >= 32 MiB outputs
     latency = _combine(device, compute, memory, overhead)
     bound = _bound(compute, memory, overhead)
     moved = sum(t.bytes for t in traffic)

@@ -17,6 +17,15 @@ lookups are by GEMM shape, conv kind, working-set size and ATen op kind only.
   batch-norm, GELU ...) measured by the op-kind microbenchmark, scaled by the placement's
   thread share.
 - :func:`transcendental_s`: exp / tanh / erf evaluations at their measured rate.
+- :func:`streamed_gemm_tflops`: a few-row GEMM whose weight streams from DRAM (the graph's
+  weights exceed the last-level cache: a decode step) at the measured cold weight-streaming
+  rate of its weight layout, not the cache-warm ``gemm_shapes`` grid.
+- :func:`conv_backward_tflops`: ``convolution_backward`` at the measured rate of that kernel
+  (grad input + grad weight), not the forward conv's.
+- :func:`fresh_pages_s`: an eager CPU op's output of 32 MiB or more is a fresh ``mmap`` from
+  the OS (glibc's largest mmap threshold), so each of its 4 KiB pages is faulted in and zeroed
+  on first touch, at the measured ``fresh_page_us``. Smaller outputs come fresh or recycled
+  depending on the allocator's history, and are left out.
 - imported kernel tables (``dnnmap calibrate --from-measurements``): :func:`imported_tensor_tflops`
   (scattered GEMM / bmm / conv shapes), :func:`op_kind` and :func:`op_bandwidth` (a vector
   kernel's bytes at its op kind's measured bandwidth).
@@ -62,6 +71,36 @@ def _scalar(cal: Calibration, key: str) -> float | None:
     return v if v is not None and v > 0 else None
 
 
+# glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit (4 * 1024 * 1024 * sizeof(long)): the dynamic mmap
+# threshold never exceeds it, so a block at least this large is always mmapped afresh and
+# unmapped when freed (PyTorch's CPU allocator does not cache)
+MMAP_THRESHOLD_MAX = 32 << 20
+PAGE_BYTES = 4096
+
+
+def fresh_pages_s(work: Work, device: Device) -> float:
+    """Seconds of first-touch page faults on the subgraph's newly allocated outputs of at least
+    :data:`MMAP_THRESHOLD_MAX` bytes (CPU profiles with a measured ``fresh_page_us``; in-place
+    ops and views allocate nothing).
+
+    >>> from dnnmap.fusion.partition import Parallelism
+    >>> w = Work(0, "sqrt", OpClass.ELEMENTWISE, 0, 1, 0, 64 << 20, 0, 64 << 20, 0, Parallelism(), False,
+    ...          op_name="sqrt", writes=(("y", 64 << 20), ("s", 1 << 20)))
+    >>> (64 << 20) // PAGE_BYTES   # pages of the one output above the threshold
+    16384
+    """
+    from dnnmap.hardware.schema import DeviceClass
+    from dnnmap.ir.classify import inplace_base
+
+    cal = device.calibration
+    us = _scalar(cal, "fresh_page_us") if cal is not None else None
+    if (us is None or device.device_class is not DeviceClass.CPU or work.op_class is OpClass.VIEW
+            or inplace_base(work.op_name) is not None):
+        return 0.0
+    pages = sum(-(-b // PAGE_BYTES) for _, b in work.writes if b >= MMAP_THRESHOLD_MAX)
+    return pages * us * 1e-6
+
+
 def dispatch_s(work: Work, device: Device) -> float | None:
     """Seconds of fixed per-call cost of the subgraph's eager calls (None: uncalibrated).
 
@@ -88,7 +127,10 @@ def vector_rate(work: Work, device: Device, thread_share: float) -> float | None
     cal = device.calibration
     if cal is None or not work.op_name:
         return None
-    rate = _scalar(cal, f"op_{work.op_name}_flops_per_s")
+    from dnnmap.ir.classify import inplace_base
+
+    name = inplace_base(work.op_name) or work.op_name  # ``hardtanh_`` runs ``hardtanh``'s kernel in place
+    rate = _scalar(cal, f"op_{name}_flops_per_s")
     return None if rate is None else min(rate * max(thread_share, 1e-3), device.vector_peak)
 
 
@@ -116,6 +158,58 @@ def streaming_bandwidth(nbytes: int, device: Device) -> tuple[str, float] | None
     pts = cal.bandwidth.get(BandwidthKind.COPY) or next(iter(cal.bandwidth.values()))
     level = next((lv for lv in device.levels if lv.capacity_bytes * lv.instances >= nbytes), device.dram)
     return level.name, min(bandwidth_at(pts, nbytes) * 1e9, level.bandwidth)
+
+
+def weight_layout(work: Work) -> str:
+    """How the GEMM reads its weight: "nt" for ``aten.linear`` (``nn.Linear``'s [out, in]
+    weight used as x @ W.T), "nn" for ``mm`` / ``addmm`` with a [in, out] weight (GPT-2's
+    ``Conv1D``: ``addmm(bias, x, W)``)."""
+    return "nt" if work.op_name == "linear" else "nn"
+
+
+def streamed_gemm_tflops(work: Work, device: Device, weights_in_dram: bool) -> float | None:
+    """Measured TFLOPS of a plain GEMM reading a weight that streams from DRAM, or None.
+
+    Applies when the graph's weights live in DRAM (``weights_in_dram``: they exceed the
+    last-level cache, so each layer's weight arrives cold, once per pass) and the GEMM has no
+    more rows than the ``gemm_stream`` table measured (a decode step's few tokens); the
+    table's layout follows :func:`weight_layout`.
+
+    >>> from dnnmap.fusion.partition import Parallelism
+    >>> w = Work(0, "fc", OpClass.MATMUL, 2 * 1 * 8 * 4, 0, 0, 16, 128, 32, 0,
+    ...          Parallelism(gemm_m=1, gemm_n=8, gemm_k=4, gemm_batch=1), True, op_name="linear")
+    >>> weight_layout(w)
+    'nt'
+    """
+    from dnnmap.hardware.interp import gemm_stream_tflops
+
+    cal = device.calibration
+    p = work.parallelism
+    if (cal is None or not cal.gemm_stream or not weights_in_dram or work.op_class is not OpClass.MATMUL
+            or work.weight_bytes == 0 or p.gemm_batch > 1 or p.gemm_m < 1):
+        return None
+    return gemm_stream_tflops(cal, weight_layout(work), device.tensor_precision, p.gemm_m, p.gemm_n, p.gemm_k)
+
+
+def conv_backward_tflops(work: Work, device: Device) -> float | None:
+    """Measured TFLOPS of a ``convolution_backward`` subgraph at its forward conv's shape
+    (depthwise / grouped, pointwise or dense table, as the forward lookup), or None."""
+    from dnnmap.hardware.interp import conv_backward_shape_tflops
+    from dnnmap.hardware.schema import ConvKind
+
+    cal = device.calibration
+    if cal is None or not cal.conv_backward_shapes or work.op_name != "convolution_backward":
+        return None
+    p, prec = work.parallelism, device.engine(True).precision
+    if p.depthwise:
+        return conv_backward_shape_tflops(cal, ConvKind.DEPTHWISE, prec, p.gemm_m, p.gemm_batch, p.gemm_k)
+    if p.gemm_batch > 1:
+        return conv_backward_shape_tflops(cal, ConvKind.DEPTHWISE, prec, p.gemm_m, p.gemm_n * p.gemm_batch, p.gemm_k)
+    kind = ConvKind.POINTWISE if work.pointwise else ConvKind.DENSE
+    tf = conv_backward_shape_tflops(cal, kind, prec, p.gemm_m, p.gemm_n, p.gemm_k)
+    if tf is None and kind is ConvKind.POINTWISE:  # a 1x1 conv is a GEMM of the same shape
+        tf = conv_backward_shape_tflops(cal, ConvKind.DENSE, prec, p.gemm_m, p.gemm_n, p.gemm_k)
+    return tf
 
 
 # --- imported kernel tables (``dnnmap calibrate --from-measurements``) ---------------------------

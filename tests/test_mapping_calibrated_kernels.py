@@ -1,0 +1,167 @@
+"""Calibrated kernels a forward-only GEMM grid does not describe, by hand on the toy CPU:
+few-row GEMMs streaming cold weights (decode), ``convolution_backward`` and training op kinds
+(backward), and the first touch of outputs the allocator maps afresh. Small fixture tables, no
+timing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dnnmap.calibrate.collect import Measurements
+from dnnmap.calibrate.microbench import ConvBackwardPoint, StreamPoint
+from dnnmap.calibrate.opkinds import OpKindPoint
+from dnnmap.calibrate.tables import conv_backward_tables, op_bandwidth_tables, stream_tables
+from dnnmap.fusion.parallelism import parallelism_of
+from dnnmap.fusion.partition import Parallelism
+from dnnmap.hardware.schema import EXAMPLE, HardwareProfile
+from dnnmap.ir import DType, Graph, Op, OpClass, Role, Tensor
+from dnnmap.mapping import Device
+from dnnmap.mapping import measured as cal_terms
+from dnnmap.mapping.cpu import place
+from dnnmap.mapping.engine import _measured_tensor_rate, estimate, weights_home
+from dnnmap.mapping.workload import Work
+
+GRID_TF, NT_TF, NN_TF, BWD_TF, FWD_TF = 0.05, 0.002, 0.004, 0.001, 0.03  # TFLOPS in the fixture tables
+FRESH_US = 1.5  # us per fresh 4 KiB page
+
+
+def _grid(rate: float, ms: tuple[int, ...] = (1,)) -> list[dict]:
+    return [{"m": m, "n": 64, "k": 64, "achieved_tflops": rate} for m in ms]
+
+
+def _device() -> Device:
+    data = copy.deepcopy(EXAMPLE)
+    data["calibration"] = {
+        "meta": {"machine": "toy", "device": "cpu", "date": "2025-01-01T00:00:00Z"},
+        "gemm_shapes": {"fp32": _grid(GRID_TF)},
+        "conv_shapes": {"dense": {"fp32": _grid(FWD_TF)}, "depthwise": {"fp32": _grid(FWD_TF)}},
+        "conv_backward_shapes": {"dense": {"fp32": _grid(BWD_TF)}, "depthwise": {"fp32": _grid(BWD_TF / 4)}},
+        "gemm_stream": {"nt": {"fp32": _grid(NT_TF, (1, 4))}, "nn": {"fp32": _grid(NN_TF, (1, 4))}},
+        "op_bandwidth": {"native_batch_norm_backward": [{"working_set_bytes": 1e6, "achieved_gbps": 5.0}]},
+        "scalars": {"fresh_page_us": FRESH_US},
+    }
+    data["sources"] = {**data["sources"], "calibration": "measured: test fixture"}
+    return Device.of(HardwareProfile.model_validate(data), "fp32")
+
+
+def _gemm(m: int, n: int, k: int, op_name: str) -> Work:
+    return Work(0, "fc", OpClass.MATMUL, 2 * m * n * k, 0, 0, m * k * 4, k * n * 4, m * n * 4, 0,
+                Parallelism(output_elements=m * n, reduction=k, gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=1), True,
+                op_name=op_name)
+
+
+def test_gemv_with_weights_in_dram_uses_the_streaming_table_of_its_layout() -> None:
+    dev = _device()
+    w = _gemm(1, 4096, 4096, "linear")  # 64 MiB of weight, M = 1: a decode step's GEMV
+    assert weights_home(dev, (w,)).weights.name == "dram"
+    e = estimate(w, place(w, dev), dev, weights_home(dev, (w,)))
+    assert e.compute_s == pytest.approx(2 * 4096 * 4096 / (NT_TF * 1e12))  # nn.Linear: x @ W.T table
+    nn = _gemm(1, 4096, 4096, "addmm")  # Conv1D: addmm(bias, x, W[in, out])
+    assert _measured_tensor_rate(nn, dev, True) == pytest.approx(NN_TF * 1e12)
+    # weights held by a cache (not streaming) or more rows than the table measured: the GEMM grid
+    assert _measured_tensor_rate(w, dev, False) == pytest.approx(GRID_TF * 1e12)
+    assert _measured_tensor_rate(_gemm(16, 4096, 4096, "linear"), dev, True) == pytest.approx(GRID_TF * 1e12)
+    # rows between two measured counts: interpolated (here both rows hold the same rate)
+    assert _measured_tensor_rate(_gemm(2, 4096, 4096, "linear"), dev, True) == pytest.approx(NT_TF * 1e12)
+
+
+def _conv_backward_graph(groups: int) -> tuple[Graph, Op]:
+    # forward: x[8, 32, 14, 14] -> 3x3 conv, 64 out channels (or depthwise 32 -> 32), padding 1
+    cout = 32 if groups > 1 else 64
+
+    def t(i: str, shape: tuple[int, ...], role: Role = Role.ACTIVATION) -> Tensor:
+        return Tensor(i, shape, DType.FLOAT32, role, producer="op0" if i.startswith("g") and i != "g" else None)
+
+    ts = {"g": t("g", (8, cout, 14, 14), Role.INPUT), "x": t("x", (8, 32, 14, 14), Role.INPUT),
+          "w": t("w", (cout, 32 // groups, 3, 3), Role.WEIGHT), "gx": t("gx", (8, 32, 14, 14)),
+          "gw": t("gw", (cout, 32 // groups, 3, 3))}
+    op = Op("op0", "aten.convolution_backward.default", OpClass.CONV, ("g", "x", "w"), ("gx", "gw"),
+            input_args=("grad_output", "input", "weight"),
+            attrs={"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "transposed": False,
+                   "output_padding": (0, 0), "groups": groups, "output_mask": (True, True, False)})
+    return Graph("bwd", ts, (op,), inputs=("g", "x"), outputs=("gx", "gw")), op
+
+
+def test_convolution_backward_has_its_forward_convs_gemm_shape() -> None:
+    g, op = _conv_backward_graph(groups=1)
+    p = parallelism_of(op, g)
+    assert (p.gemm_m, p.gemm_n, p.gemm_k, p.gemm_batch) == (8 * 14 * 14, 64, 32 * 3 * 3, 1)
+    g, op = _conv_backward_graph(groups=32)
+    p = parallelism_of(op, g)
+    assert p.depthwise and (p.gemm_m, p.gemm_n, p.gemm_k, p.gemm_batch) == (8 * 14 * 14, 1, 3 * 3, 32)
+
+
+def test_convolution_backward_is_priced_from_the_backward_table() -> None:
+    dev = _device()
+    for groups, rate in ((1, BWD_TF), (32, BWD_TF / 4)):
+        g, op = _conv_backward_graph(groups)
+        p = parallelism_of(op, g)
+        w = Work(0, "conv", OpClass.CONV, 1000, 0, 0, 0, 0, 0, 0, p, groups == 1, op_name="convolution_backward")
+        assert _measured_tensor_rate(w, dev) == pytest.approx(rate * 1e12)
+        fwd = Work(0, "conv", OpClass.CONV, 1000, 0, 0, 0, 0, 0, 0, p, groups == 1, op_name="convolution")
+        assert _measured_tensor_rate(fwd, dev) == pytest.approx(FWD_TF * 1e12)  # the forward keeps its table
+
+
+def test_training_op_kind_takes_its_measured_bandwidth() -> None:
+    dev = _device()
+    n = 1_200_000  # bytes the kernel moves (grad, input read; grad input written)
+    w = Work(0, "bn", OpClass.NORMALIZATION, 0, 5 * n // 12, 0, 2 * n // 3, 0, n // 3, 0,
+             Parallelism(output_elements=n // 12), False, op_name="native_batch_norm_backward",
+             reads=(("g", n // 3), ("x", n // 3)))
+    e = estimate(w, place(w, dev), dev, weights_home(dev, (w,)))
+    assert e.memory_s == pytest.approx(n / 5e9) and e.compute_s == 0.0  # the measured kernel, whole
+
+
+def test_fresh_pages_of_outputs_the_allocator_maps_afresh() -> None:
+    dev = _device()
+    big, small = 64 << 20, 16 << 20  # above and below glibc's 32 MiB mmap threshold cap
+    w = Work(0, "sqrt", OpClass.ELEMENTWISE, 0, 1, 0, big, 0, big + small, 0, Parallelism(), False, op_name="sqrt",
+             writes=(("y", big), ("z", small)))
+    assert cal_terms.fresh_pages_s(w, dev) == pytest.approx(big // 4096 * FRESH_US * 1e-6)
+    inplace = Work(0, "add_", OpClass.ELEMENTWISE, 0, 1, 0, big, 0, big, 0, Parallelism(), False, op_name="add_",
+                   writes=(("y", big),))
+    assert cal_terms.fresh_pages_s(inplace, dev) == 0.0  # writes into a tensor that exists
+    no_scalar = Device.of(HardwareProfile.model_validate(EXAMPLE), "fp32")
+    assert cal_terms.fresh_pages_s(w, no_scalar) == 0.0  # uncalibrated: not a term
+
+
+def _meas(**kw: object) -> Measurements:
+    base = dict(device="cpu", device_name="toy", threads=2, gemm=(), conv=(), bandwidth=(), scalars=(), opkinds=(),
+                dtypes_skipped=(), load_before=0.0, load_after=0.0, elapsed_s=0.0, date="2025-01-01T00:00:00Z")
+    return Measurements(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_tables_from_the_new_microbenchmarks() -> None:
+    from dnnmap.calibrate.microbench import ScalarPoint
+
+    d = ScalarPoint("dispatch.matmul", 10e-6, "s")
+    # streaming GEMV: 2 * 1 * 1024 * 1024 FLOP in 410 us, 10 us of which dispatch -> 2^21 / 400e-6
+    meas = _meas(scalars=(d,), gemm_stream=(StreamPoint("nt", 1, 1024, 1024, 410e-6, 0.0),))
+    rows = stream_tables(meas, {"fp32": 1e12})["nt"]["fp32"]
+    assert rows == [{"m": 1, "n": 1024, "k": 1024, "achieved_tflops": pytest.approx(2 * 1024 * 1024 / 400e-6 / 1e12)}]
+    # backward conv: 2 x (grad input + grad weight) x M N K, after the conv dispatch
+    dc = ScalarPoint("dispatch.conv", 20e-6, "s")
+    pt = ConvBackwardPoint("conv", 14, 16, 32, 3, 1020e-6, 0.0)
+    assert pt.flops == 2 * 2 * (14 * 14) * 32 * (16 * 9)
+    tab = conv_backward_tables(_meas(scalars=(dc,), conv_backward=(pt,)), {"fp32": 1e12})
+    assert tab["dense"]["fp32"][0]["achieved_tflops"] == pytest.approx(pt.flops / 1000e-6 / 1e12, rel=1e-5)
+    # op-kind sweep: counted bytes over the dispatch-free time, by size
+    dn = ScalarPoint("dispatch.normalization", 10e-6, "s")
+    sweep = (OpKindPoint("native_batch_norm_backward", 110e-6, 0, 1_000_000, 0.0),
+             OpKindPoint("native_batch_norm_backward", 1010e-6, 0, 8_000_000, 0.0))
+    bw = op_bandwidth_tables(_meas(scalars=(dn,), op_sweep=sweep))["native_batch_norm_backward"]
+    assert [r["achieved_gbps"] for r in bw] == [pytest.approx(10.0), pytest.approx(8.0)]
+
+
+def test_training_op_kinds_capture_under_their_aten_names() -> None:
+    from dnnmap.calibrate.opkinds import TRAINING, counted_costs
+
+    costs = counted_costs(("native_batch_norm_backward", "hardtanh_backward"))
+    assert set(costs) == {"native_batch_norm_backward", "hardtanh_backward"}
+    # hardtanh_backward reads the gradient and the input, writes the grad input: 3 x 64*56*56 fp32
+    assert costs["hardtanh_backward"][1] == 3 * 64 * 56 * 56 * 4
+    assert set(TRAINING) >= {"native_batch_norm", "threshold_backward", "_log_softmax_backward_data"}
+    assert torch.ops.aten.native_batch_norm_backward is not None
