@@ -204,6 +204,13 @@ in the code or the profile. What these measurements *did* inform, and how:
   this table, same run conditions (2026-12-01): all eager cases 10.4 % -> 8.1 % median |error|
   (A100 3.9 -> 4.6, V100 7.4 -> 5.3, P100 15.1 -> 13.6, T4 21.3 -> 18.6, P4 45.4 -> 42.9);
   compiled 1.9 -> 1.4 %.
+- **Imported tables less their timing overhead** (`calibrate/imports.py: without_timing_floor`,
+  docs/measurement-formats.md): read from the tables themselves (their floors: 20-50 us where
+  the kernels take a few us), never from these end-to-end cases. Effect on the imported column,
+  same run: all eager 14.6 -> 10.8 %, A100 8.4 -> 6.7 %, V100 12.0 -> 8.9 %, P100 16.6 -> 14.5 %,
+  T4 32.4 -> 32.0 %, P4 33.3 -> 30.9 %. What remains is the tables running the same GEMMs slower
+  than the end-to-end runs do (T4 4096x1024x4096: 10.4 ms in the table, 4.78 ms in the trace),
+  most on the power-limited T4 and P4.
 - **Shared-memory bandwidth of SIMT tiles** (`mapping/gpu.py: simt_smem`, 128 bytes a clock per
   SM from the CUDA programming guide): small per-thread tiles cannot be fed at the FFMA rate.
   Informed by the kernel names in the kernel tables: the model picked 32x32 tiles for 40 % of

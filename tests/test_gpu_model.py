@@ -24,10 +24,10 @@ from dnnmap.mapping.gpu import (
     SIMT_LOOP_INSTR,
     VECTOR_LOAD_BYTES,
     gemm_tiling,
-    simt_smem,
-    sm_rates,
     place,
     simt_issue,
+    simt_smem,
+    sm_rates,
 )
 from dnnmap.mapping.residency import l2_hits
 from dnnmap.mapping.sm_terms import DRAM_LATENCY_S

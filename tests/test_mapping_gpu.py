@@ -22,8 +22,8 @@ from dnnmap.mapping.gpu import (
     STAGES,
     VECTOR_LOAD_BYTES,
     gemm_tiling,
-    sm_rates,
     place,
+    sm_rates,
 )
 from dnnmap.mapping.sm_terms import DRAM_LATENCY_S
 from dnnmap.mapping.workload import Work

@@ -34,7 +34,7 @@ import os
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,8 +215,55 @@ def neusight_gpus(kernels: Path) -> list[str]:
     return sorted({p.stem for p in kernels.glob("*/*.csv")})
 
 
+# The device time of the smallest kernels in a table (a few elements, a tiny GEMM): estimated,
+# a few microseconds (NVIDIA, 'Getting Started with CUDA Graphs': a short kernel runs 2.9 us)
+MIN_KERNEL_S = 3e-6
+
+
+def _fastest_s(r: KernelRow, base: HardwareProfile) -> float:
+    """The least time the kernel of row ``r`` can take on ``base``: its roofline at the datasheet
+    peak (convs: with the Winograd gain) or fastest memory level, and at least MIN_KERNEL_S."""
+    if r.is_gemm:
+        gain = _CONV_ALGORITHM_GAIN if r.conv_kind is not None else 1.0
+        s = r.flops / (_peak_of(r, base) * 1e12 * gain)
+    else:
+        s = r.nbytes / (base.memory[0].bandwidth_gbps * 1e9)
+    return max(MIN_KERNEL_S, s * (1 + 1e-6))  # a hair above the bound the plausibility check uses
+
+
+def without_timing_floor(rows: list[KernelRow], base: HardwareProfile) -> tuple[list[KernelRow], dict[str, float]]:
+    """``rows`` less the fixed cost a host-timed microbenchmark adds to every row of a table.
+
+    NeuSight times one op at a time between CUDA events recorded from Python, so each latency
+    is the op's host-side cost until its kernel reaches the GPU plus the kernel: its linear tables
+    bottom out at ~50 us and add at ~25 us, where the kernels take a few us. Per table (op kind),
+    the overhead is the largest constant that leaves every row at or above the least time its
+    kernel can take (:func:`_fastest_s`); it is subtracted from each row. dnnmap's own host and
+    launch terms model that cost in a prediction; kept in the tables it would count twice.
+    Returns the rows and the overhead per op kind (seconds).
+
+    >>> from dnnmap.hardware import load_profile
+    >>> r = [KernelRow("add", Precision.FP32, t, "x", nbytes=1) for t in (26e-6, 27e-6, 126e-6)]
+    >>> rows, over = without_timing_floor(r, load_profile("t4"))
+    >>> round(over["add"] * 1e6, 6), [round(x.latency_s * 1e6, 6) for x in rows]
+    (23.0, [3.0, 4.0, 103.0])
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[r.op].append(i)
+    out = list(rows)
+    overheads: dict[str, float] = {}
+    for op, idx in groups.items():
+        over = max(0.0, min(rows[i].latency_s - _fastest_s(rows[i], base) for i in idx))
+        overheads[op] = over
+        for i in idx:
+            out[i] = replace(rows[i], latency_s=rows[i].latency_s - over)
+    return out, overheads
+
+
 def read_neusight(kernels: Path, gpu: str) -> tuple[list[KernelRow], dict[str, str]]:
-    """Rows of NeuSight's ``kernels/<op>/<gpu>.csv`` tables (all fp32, TF32 off)."""
+    """Rows of NeuSight's ``kernels/<op>/<gpu>.csv`` tables (all fp32, TF32 off), as measured
+    (:func:`import_profile` subtracts their timing overhead, :func:`without_timing_floor`)."""
     files = sorted(kernels.glob(f"*/{gpu}.csv"))
     if not files:
         known = neusight_gpus(kernels)
@@ -419,6 +466,11 @@ def import_profile(path: str | os.PathLike[str], base: HardwareProfile, *, gpu: 
             known = neusight_gpus(src)
             raise DnnmapError(f"{src} is a folder of kernel tables: pass --gpu, one of: {', '.join(known) or 'none found'}")
         rows, meta = read_neusight(src, gpu)
+        for r in rows:  # a units mix-up is refused before anything is subtracted
+            _check_plausible(r, base)
+        rows, overheads = without_timing_floor(rows, base)
+        meta["timing_floor"] = ("host-timed rows: per-table overhead subtracted (us): "
+                                + ", ".join(f"{op} {s * 1e6:.1f}" for op, s in sorted(overheads.items())))
     elif src.is_file():
         rows, meta = read_generic(src)
     else:
@@ -432,7 +484,8 @@ def import_profile(path: str | os.PathLike[str], base: HardwareProfile, *, gpu: 
             "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "library_versions": versions, "command": command,
             "notes": (f"imported, not measured by dnnmap: {len(rows)} kernel rows ({_counts(rows)}); "
-                      "kernel microbenchmarks only, no model timed"),
+                      "kernel microbenchmarks only, no model timed"
+                      + (f"; {meta['timing_floor']}" if meta.get("timing_floor") else "")),
             "imported_from": str(src) + (f" (GPU {gpu})" if gpu and src.is_dir() else ""),
             "source": meta["source"],
         },
