@@ -19,6 +19,20 @@ wraps every repeated block in ``torch.utils.checkpoint`` (``full``), or with a s
 policy that saves only GEMM / conv / attention outputs (``selective``); recomputed ops run in
 the backward span and are counted in ``meta["recomputed_ops"]``.
 
+Mixture of experts: Hugging Face's experts run one grouped GEMM per projection
+(``torch._grouped_mm``), which takes only bf16 operands (fp16 needs cuBLASLt's grouped GEMM,
+fp32 none: the op refuses it on GPUs, and its meta kernel, which fake tensors run, says so).
+Frameworks train such models in bf16 with fp32 master weights held for the optimizer
+(Megatron-Core's grouped GEMM experts, Hugging Face with AMP), so under AMP the capture casts
+the grouped GEMM's fp32 operands to bf16 exactly as autocast casts a ``linear``'s (the op is on
+no autocast list): a ``_to_copy`` of the routed rows and of the expert weights per forward, the
+GEMM in bf16 in forward and backward, the weight gradients cast back to the fp32 master weights'
+dtype by the copy's backward. The weights, gradients and optimizer state stay fp32 and
+:mod:`dnnmap.training.memory` counts them so. Under fp16 AMP the expert GEMMs are captured in
+bf16, a stand-in of the same width (``meta["expert_gemm_dtype"]`` says so). A plain fp32 step
+of such a model cannot run with this torch: a :class:`DnnmapError` says so and suggests
+``--precision bf16``.
+
 >>> g = capture_train_step("resnet18", batch=2, optimizer="sgd")
 >>> [p[0] for p in g.meta["phases"]]
 ['forward', 'loss', 'backward', 'optimizer']
@@ -90,14 +104,15 @@ def capture_train_step(
         target = _target(module, example, vocab)
         rec.static(target, Role.INPUT, "target")
         with stack:
-            with rec, _autocast(amp), _grouped_mm_refused(name):
-                rec.phase("forward")
-                out = module(*example)
-                rec.phase("loss")
-                loss = _loss(out, target)
-            with rec:
-                rec.phase("backward")
-                loss.backward()
+            with _expert_gemms(name, amp, rec):
+                with rec, _autocast(amp):
+                    rec.phase("forward")
+                    out = module(*example)
+                    rec.phase("loss")
+                    loss = _loss(out, target)
+                with rec:
+                    rec.phase("backward")
+                    loss.backward()
         if opt is not None:
             opt.step()  # the first step creates the optimizer state: not part of a steady step
             _register_state(rec, module, opt)
@@ -112,6 +127,8 @@ def capture_train_step(
     }
     if rec.assumed:
         meta["assumed_values"] = tuple(rec.assumed)
+    if rec.expert_gemms:
+        meta["expert_gemm_dtype"] = rec.expert_gemms
     g = b.finish(st.inputs + [rec.tid(target)], [rec.tid(loss)], meta)
     ran = getattr(module, "dnnmap_attention", None)
     base = {"model": name, "batch": batch, "dtype": DType.parse(_dtype_of(module)).value,
@@ -227,28 +244,48 @@ def _register_state(rec: _Recorder, module: nn.Module, opt: torch.optim.Optimize
                 rec.owner[id(v)] = rec.owner[id(p)]
 
 
-# -- activation recomputation -------------------------------------------------------------
+# -- mixture of experts ------------------------------------------------------------------
 @contextlib.contextmanager
-def _grouped_mm_refused(name: str) -> Iterator[None]:
-    """A mixture of experts whose grouped expert matmul refuses fp32 weights: say so (not an internal
-    error, nor fake-tensor's log of the meta kernel's traceback)."""
+def _expert_gemms(name: str, amp: str | None, rec: _Recorder) -> Iterator[None]:
+    """The grouped expert matmuls of a mixture of experts, as frameworks train them (see the
+    module docstring): under AMP their fp32 operands are cast to the 16-bit compute dtype first,
+    as autocast casts a ``linear``'s (``torch._grouped_mm`` is on no autocast list); in plain
+    fp32 a clear error, since the op refuses fp32 operands. Active over forward and backward
+    (a checkpointed block runs its forward again in backward)."""
     import logging
+
+    orig = torch._grouped_mm
+    dt = {"bf16": torch.bfloat16, "fp16": torch.bfloat16}.get(amp or "")  # fp16: see the module docstring
+    used: list[bool] = []
+
+    def grouped_mm(a: torch.Tensor, b: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        used.append(True)
+        if dt is not None and kwargs.get("out_dtype") is None:
+            a = a.to(dt) if a.dtype == torch.float32 else a
+            b = b.to(dt) if b.dtype == torch.float32 else b
+        return orig(a, b, *args, **kwargs)
 
     log = logging.getLogger("torch._subclasses.fake_tensor")
     level = log.level
     log.setLevel(logging.CRITICAL)
+    torch._grouped_mm = grouped_mm  # torch.nn.functional.grouped_mm calls it by this name
     try:
         yield
     except RuntimeError as e:
         if "mat_a to be BFloat16" not in str(e) and "grouped_mm" not in str(e):
             raise
-        raise DnnmapError(f"{name}: its grouped expert matmuls (torch._grouped_mm) take only 16-bit weights, and a "
-                          "training step keeps fp32 (master) weights: training steps of this mixture-of-experts "
-                          "model are not captured yet") from None
+        raise DnnmapError(f"{name}: its grouped expert matmuls (torch._grouped_mm) take only bf16 (or, with "
+                          f"cuBLASLt, fp16) operands in torch {torch.__version__}, so a plain fp32 training step "
+                          "of this mixture-of-experts model cannot run; train it in mixed precision "
+                          "(--precision bf16: fp32 master weights, bf16 expert GEMMs)") from None
     finally:
+        torch._grouped_mm = orig
         log.setLevel(level)
+        if used and dt is not None:
+            rec.expert_gemms = "bfloat16" + (" (stand-in for fp16, same width)" if amp == "fp16" else "")
 
 
+# -- activation recomputation -------------------------------------------------------------
 def blocks_of(module: nn.Module) -> list[nn.Module]:
     """The repeated blocks: items of every ``ModuleList``, else of ``Sequential`` containers
     whose children share one type (ResNet's ``layer1`` ... of BasicBlocks)."""
@@ -362,6 +399,7 @@ class _Recorder(TorchDispatchMode):
         self.owner: dict[int, str] = {}  # id(param / grad / state) -> module path (optimizer)
         self.assumed: list[str] = []
         self.recomputed: list[str] = []  # ids of the ops a checkpointed block runs again
+        self.expert_gemms = ""  # the dtype the grouped expert matmuls ran in, when cast (AMP)
         self._phase: str | None = None
         self._start = 0
         self._sticky = ""

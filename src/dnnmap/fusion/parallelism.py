@@ -96,6 +96,10 @@ def _gemm_shapes(op: Op, g: Graph) -> tuple[int, int, int, int] | None:
     n = b[-1] if len(b) >= 2 else 1
     out = g.tensors[op.outputs[0]].shape
     batch = math.prod(out[:-2]) if len(out) > 2 else 1
+    if name in ("_grouped_mm", "grouped_mm", "_scaled_grouped_mm") and len(a) == 2 and len(b) == 2 and len(out) == 3:
+        # the experts' weight gradients: out[E, M, N] from the S routed rows split among the E
+        # experts, E GEMMs of (on average) S / E rows each, not E of all S
+        return out[0], m, n, max(a[-1] // out[0], 1)
     return batch, m, n, a[-1]
 
 

@@ -218,10 +218,15 @@ def _contract(terms: list[str], out: str, sizes: dict[str, int]) -> tuple[int, i
 def grouped_mm(ctx: RuleContext) -> OpCost:
     # mixture of experts: row s of self[S, K] times the weight of its expert (mat2[E, K, N]):
     # one [S, K] x [K, N] GEMM spread over experts, 2 * S * K * N whatever the routing (other
-    # layouts: 2 * numel(out) * K). Bytes: every expert's weight once, the dense upper bound;
-    # the experts a batch actually reaches are priced by dnnmap.mapping.weights.
+    # layouts: 2 * numel(out) * K). Both operands 2-D (the experts' weight gradients in
+    # backward: self[M, S] x mat2[S, N] -> out[E, M, N], the routed rows S split among the
+    # experts): each row feeds one expert's GEMM, 2 * M * S * N, not E times that.
+    # Bytes: every expert's weight once, the dense upper bound; the experts a batch actually
+    # reaches are priced by dnnmap.mapping.weights.
     a, b = required(ctx, "self", 0), required(ctx, "mat2", 1)
     k = a.shape[-1]
     if b.shape[-2] != k and b.shape[-1] != k:
         raise fail(ctx, f"inner dimensions disagree: {a.shape} x {b.shape}")
+    if len(a.shape) == 2 and len(b.shape) == 2:
+        return io_cost(ctx, tensor_flops=2 * a.shape[0] * k * b.shape[-1])
     return io_cost(ctx, tensor_flops=2 * out_numel(ctx) * k)
