@@ -114,3 +114,105 @@ def test_grouped_weight_gradient_gemm_shape() -> None:
     assert 2 * p.gemm_batch * p.gemm_m * p.gemm_n * p.gemm_k == 2 * m * s * n
 
 
+
+
+# -- expert parallelism for train -----------------------------------------------------------------
+SEQ = 64
+EXPERT_BYTES = LAYERS * (EXPERTS * 2 * FFN * HIDDEN + EXPERTS * FFN * HIDDEN) * 4  # gate_up + down, fp32 masters
+
+
+def _step(**kw):  # noqa: ANN003, ANN202
+    from dnnmap.api import train
+
+    return train(MOE, "h100-sxm5", batch=8, seq_len=SEQ, precision="bf16", **kw)
+
+
+@pytest.fixture(scope="module")
+def dp8() -> object:
+    return _step(devices=8)
+
+
+@pytest.fixture(scope="module")
+def ep4() -> object:
+    return _step(devices=8, ep=4)
+
+
+def test_four_all_to_alls_per_moe_layer_by_hand(dp8: object, ep4: object) -> None:
+    from dnnmap.hardware import load_profile
+
+    nvlink = load_profile("h100-sxm5").interconnect.levels[0]
+    n, mb = 4, 8 // 8  # ep group of 4 devices; a micro-batch of one sequence per replica
+    nbytes = mb * SEQ * TOP_K * HIDDEN * 2  # the routed rows of the micro-batch, bf16
+    a2a = (n - 1) / n * nbytes / (nvlink.bandwidth_gbps * 1e9) + (n - 1) * nvlink.latency_us * 1e-6
+    assert ep4.breakdown["ep_all_to_all"] == pytest.approx(a2a, rel=1e-9)
+    # dispatch + combine in forward, their transposes in backward, in each of the 2 MoE layers
+    assert ep4.all_to_alls == 4 * LAYERS
+    assert ep4.breakdown["ep_comm"] == pytest.approx(4 * LAYERS * a2a, rel=1e-9)
+    assert dp8.all_to_alls == 0 and dp8.breakdown["ep_comm"] == 0.0
+    assert ep4.communication_s >= ep4.breakdown["ep_comm"]  # on the critical path, never hidden
+    assert any("4 per MoE layer per micro-batch" in n for n in ep4.notes)
+    # forward / backward compute per device unchanged: each device runs as many routed rows
+    assert ep4.forward_s == pytest.approx(dp8.forward_s, rel=1e-9)
+    assert ep4.backward_s == pytest.approx(dp8.backward_s, rel=1e-9)
+
+
+def test_expert_weights_gradients_and_state_divided_by_ep(dp8: object, ep4: object) -> None:
+    saved = 3 * EXPERT_BYTES // 4  # ep4 holds 2 of the 8 experts
+    assert dp8.memory.weights - ep4.memory.weights == pytest.approx(saved, rel=1e-6)
+    assert dp8.memory.gradients - ep4.memory.gradients == pytest.approx(saved, rel=1e-6)  # fp32 gradients
+    # Adam's two fp32 moments of each expert weight (the step counters: a few bytes)
+    assert dp8.memory.optimizer_state - ep4.memory.optimizer_state == pytest.approx(2 * saved, rel=1e-4)
+
+
+def test_expert_gradients_all_reduced_over_the_expert_data_parallel_group(dp8: object, ep4: object) -> None:
+    from dnnmap.hardware import load_profile
+    from dnnmap.parallel import collective_s
+
+    nvlink = load_profile("h100-sxm5").interconnect.levels[0]
+    grads = dp8.memory.gradients  # every fp32 gradient of the model on each of the dp8 replicas
+    assert dp8.breakdown["dp_comm_total"] == pytest.approx(collective_s("all_reduce", grads, 8, nvlink), rel=1e-6)
+    # the rest over all 8 replicas, each device's 2 experts over the 8 / 4 = 2 devices holding them
+    dense, experts = grads - EXPERT_BYTES, EXPERT_BYTES / 4
+    want = collective_s("all_reduce", dense, 8, nvlink) + collective_s("all_reduce", experts, 2, nvlink)
+    assert ep4.breakdown["dp_comm_total"] == pytest.approx(want, rel=1e-6)
+
+
+def test_zero_shards_experts_over_their_replicas() -> None:
+    from dnnmap.parallel import ParallelPlan
+    from dnnmap.training.multi import Split, StepModel, _memory
+
+    sm = StepModel(Split(), Split(), Split(), Split(), Split(), Split(), Split(), working=0, flops_per_block=0,
+                   flops_other=0, blocks_captured=1)
+    w, g, st, act, fe = 1000.0, 1000.0, 2000.0, 0.0, 0.8  # 800 of every 1000 bytes are experts
+    m0 = _memory(sm, ParallelPlan(dp=8, ep=4), w, g, st, act, fe)
+    assert (m0.weights, m0.gradients, m0.optimizer_state) == (200 + 200, 200 + 200, 400 + 400)
+    # ZeRO-3 over dp=8 for the rest, over the dp / ep = 2 replicas of each expert for the experts
+    m3 = _memory(sm, ParallelPlan(dp=8, ep=4, zero=3), w, g, st, act, fe)
+    assert (m3.weights, m3.gradients, m3.optimizer_state) == (25 + 100, 25 + 100, 50 + 200)
+    m1 = _memory(sm, ParallelPlan(dp=8, ep=4, zero=1), w, g, st, act, fe)
+    assert (m1.weights, m1.gradients, m1.optimizer_state) == (400, 400, 50 + 200)
+
+
+@pytest.mark.parametrize(("kw", "msg"), [
+    (dict(devices=8, ep=3), "ep=3 does not divide the 8 experts"),
+    (dict(devices=4, tp=2, ep=4), "ep=4 does not divide dp=2"),
+    (dict(devices=2, ep=2, model="hf:gpt2"), "hf:gpt2 has no experts"),
+    (dict(devices=8, ep=3, plan="auto"), "ep=3 does not divide the 8 experts"),
+])
+def test_impossible_expert_parallel_plans(kw: dict, msg: str) -> None:
+    from dnnmap.api import train
+
+    model = kw.pop("model", MOE)
+    with pytest.raises(DnnmapError, match=msg):
+        train(model, "h100-sxm5", batch=8, seq_len=16, precision="bf16", **kw)
+
+
+def test_plan_auto_searches_expert_parallelism() -> None:
+    from dnnmap.api import train
+
+    plans = train(MOE, "h100-sxm5", batch=4, seq_len=16, precision="bf16", devices=4, plan="auto", top=1000)
+    eps = {e.plan.ep for e in plans}
+    assert eps == {1, 2, 4}  # every ep dividing both the 8 experts and a dp of 4 devices
+    fixed = train(MOE, "h100-sxm5", batch=4, seq_len=16, precision="bf16", devices=4, plan="auto", ep=2, top=1000)
+    assert {e.plan.ep for e in fixed} == {2} and all(e.all_to_alls == 4 * LAYERS * e.plan.microbatches
+                                                     for e in fixed if e.plan.pp == 1)

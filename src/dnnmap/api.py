@@ -212,13 +212,14 @@ def _profile(hardware: Any, hardware_dirs: Sequence[str]):  # noqa: ANN202
 
 def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = None, optimizer: str = "adamw",
           precision: str = "fp32", recompute: str = "none", devices: int = 1, dp: int | None = None, tp: int = 1,
-          pp: int = 1, microbatches: int = 1, zero: int = 0, plan: str | None = None, top: int = 5,
+          pp: int = 1, microbatches: int = 1, zero: int = 0, ep: int = 1, plan: str | None = None, top: int = 5,
           **scenario_kw: Any):  # noqa: ANN201 - TrainEstimate, or a list of them for plan="auto"
     """One training step (forward, loss, backward, optimizer) on one device or ``devices``.
 
-    ``precision`` bf16 / fp16 is mixed precision (autocast, fp32 master weights);
-    ``plan="auto"`` searches (dp, tp, pp, micro-batches, ZeRO) and returns the fastest fitting
-    plans first."""
+    ``precision`` bf16 / fp16 is mixed precision (autocast, fp32 master weights); ``ep``: expert
+    parallelism of a mixture of experts (experts split over ``ep`` of the ``dp`` replicas);
+    ``plan="auto"`` searches (dp, tp, pp, micro-batches, ZeRO, and ep for a mixture of experts
+    unless ``ep`` is given) and returns the fastest fitting plans first."""
     from dnnmap.pipeline import Scenario
     from dnnmap.training import train_step
 
@@ -228,15 +229,16 @@ def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = No
     if plan is not None:
         from dnnmap.training.search import search
 
-        return search(s, hardware, _auto_devices(plan, devices, tp, pp, dp, microbatches), top=top)
-    if devices == 1 and (dp or 1) * tp * pp == 1:
+        return search(s, hardware, _auto_devices(plan, devices, tp, pp, dp, microbatches), top=top,
+                      ep=ep if ep > 1 else None)
+    if devices == 1 and (dp or 1) * tp * pp == 1 and ep == 1:
         return train_step(s, hardware)
     from dnnmap.errors import DnnmapError
     from dnnmap.parallel import ParallelPlan
     from dnnmap.training.multi import parallel_step
 
     dp = dp if dp is not None else max(devices // (tp * pp), 1)
-    p = ParallelPlan(dp=dp, tp=tp, pp=pp, microbatches=microbatches, zero=zero)
+    p = ParallelPlan(dp=dp, tp=tp, pp=pp, microbatches=microbatches, zero=zero, ep=ep)
     if p.devices != devices:
         raise DnnmapError(f"dp x tp x pp = {dp} x {tp} x {pp} = {p.devices} does not use the {devices} devices asked for")
     return parallel_step(s, hardware, p)

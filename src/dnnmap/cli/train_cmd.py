@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from dnnmap.cli.common import (
+    EpOpt,
     ForceOpt,
     JsonOpt,
     PlanOpt,
@@ -43,6 +44,7 @@ def train(
     pp: PpOpt = 1,
     microbatches: Annotated[int, typer.Option("--microbatches", min=1)] = 1,
     zero: Annotated[int, typer.Option("--zero", min=0, max=3)] = 0,
+    ep: EpOpt = 1,
     plan: PlanOpt = None,
     plot: PlotOpt = None,
     json_out: JsonOpt = None,
@@ -56,7 +58,7 @@ def train(
 
     out = api_train(model, hardware, batch=batch, seq_len=seq_len, optimizer=optimizer, precision=precision,
                     recompute=recompute, devices=devices, dp=dp, tp=tp, pp=pp, microbatches=microbatches, zero=zero,
-                    plan=plan, mode=mode, attn_implementation=attn_implementation, tf32=tf32)
+                    ep=ep, plan=plan, mode=mode, attn_implementation=attn_implementation, tf32=tf32)
     ests = out if isinstance(out, list) else [out]
     if plot is not None:
         from dnnmap.report.plots import training_plots

@@ -38,6 +38,10 @@ class ParallelPlan:
     def dp_span(self) -> int:
         return self.dp * self.tp
 
+    def experts_per_device(self, experts: int) -> int:
+        """Experts each device holds: ``E / ep``."""
+        return experts // self.ep
+
     @property
     def bubble_fraction(self) -> float:
         """1F1B's idle share: ``(p - 1) / (m + p - 1)``."""

@@ -17,6 +17,16 @@ Then, per device:
 - memory: weights, gradients and optimizer state of the busiest stage, divided by ``tp``
   where sharded (gradients and state follow their parameters) and by ``dp`` as the ZeRO stage
   says; saved activations of ``min(pp, m)`` micro-batches in flight on the first stage.
+- expert parallelism (MoE, ``ep`` of the ``dp`` replicas, Megatron-Core's layout): each device
+  holds ``E / ep`` experts and runs the tokens the ``ep`` group routes to them (with balanced
+  routing as many as its own tokens' routes: the expert compute per device is the captured
+  one). Every MoE layer adds four all-to-alls per micro-batch on the critical path: dispatch
+  and combine in forward, their transposes in backward, each of the micro-batch's
+  ``tokens x top_k x hidden`` routed rows (``1 / tp`` of them per tensor-parallel rank) over
+  the ``ep`` group (:func:`ep_all_to_all_s`). The experts' weights, gradients and optimizer
+  state per device are divided by ``ep``; their gradients are all-reduced over the
+  expert-data-parallel group (``dp / ep`` replicas of each expert), the rest over ``dp``; ZeRO
+  shards the experts' share over ``dp / ep``, the rest over ``dp``.
 
 What bounds MFU (Llama-3-70B, 64 x H100, global batch 64 x 4096 tokens, full recompute, AMP): the
 model FLOPs leave the recomputed forward out (at most 3/4 of the executed FLOPs); the
@@ -45,6 +55,7 @@ from dnnmap.parallel import (
     one_f_one_b,
     shard_works,
 )
+from dnnmap.parallel.inference import ALL_TO_ALLS_PER_MOE_LAYER, _moe_of
 from dnnmap.parallel.sharding import (
     BACKWARD_ALL_REDUCES_PER_LAYER,
     FORWARD_ALL_REDUCES_PER_LAYER,
@@ -63,6 +74,9 @@ from dnnmap.training.step import (
 )
 
 _BLOCK = re.compile(r"^(.*?\.\d+)(\.|$)")
+_EXPERT_PARAM = re.compile(r"(^|\.)experts(\.|$)")  # the experts' own weights (not the router)
+# dispatch + combine in forward (as in inference), their transposes in backward
+ALL_TO_ALLS_PER_MOE_LAYER_STEP = 2 * ALL_TO_ALLS_PER_MOE_LAYER
 DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP's default bucket_cap_mb
 
 
@@ -72,6 +86,7 @@ class ModelInfo:
     heads: int | None
     kv_heads: int | None
     hidden: int
+    moe: dict | None = None  # {"experts": E, "top_k": k} of a mixture-of-experts model
 
 
 def model_info(name: str) -> ModelInfo:
@@ -82,7 +97,7 @@ def model_info(name: str) -> ModelInfo:
         raise DnnmapError(f"{name}: multi-device plans need a transformer with a Hugging Face config (hf:...)")
     get = lambda *ks: next((getattr(cfg, k) for k in ks if getattr(cfg, k, None)), None)  # noqa: E731
     return ModelInfo(int(get("num_hidden_layers", "n_layer")), get("num_attention_heads", "n_head"),
-                     get("num_key_value_heads"), int(get("hidden_size", "n_embd")))
+                     get("num_key_value_heads"), int(get("hidden_size", "n_embd")), _moe_of(cfg))
 
 
 def component(path: str, first_block: dict[str, bool]) -> str:
@@ -155,6 +170,8 @@ class StepModel:
     flops_per_block: int
     flops_other: int
     blocks_captured: int
+    experts: Split = Split()  # bytes of the experts' weights on one tp device (a share of ``weights``)
+    moe_blocks: int = 0  # captured blocks that run experts
 
 
 def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
@@ -172,6 +189,7 @@ def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
     params = list(g.iter_tensors(Role.WEIGHT))
     w_items = [(t.name.rpartition(".")[0], t.nbytes // (tp if is_tp_param(t.name) else 1)) for t in params]
     weights = _split_bytes(w_items, first)
+    experts = _split_bytes([(p, b) for p, b in w_items if _EXPERT_PARAM.search(p)], first)
     # gradients and optimizer state follow the parameters: this device's share of them is its
     # (tensor-parallel) share of the whole model's weight bytes, not of its own
     wsum = sum(t.nbytes for t in params) or 1
@@ -182,7 +200,38 @@ def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
     per_block = _block_flops(g, first, blocks)
     return StepModel(times["fwd"], times["bwd"], times["opt"], weights, ratio(mem.gradients), ratio(mem.optimizer_state),
                      saved, max(mem.peak - mem.persistent - mem.saved_activations, 0) // tp,
-                     per_block, mf - per_block * blocks, blocks)
+                     per_block, mf - per_block * blocks, blocks, experts, _moe_block_count(g))
+
+
+def _moe_block_count(g: Graph) -> int:
+    """Captured blocks that run experts (a grouped expert matmul, or an ``experts`` module)."""
+    from dnnmap.mapping.weights import GROUPED_MATMULS
+
+    out = set()
+    for op in g.ops:
+        m = _BLOCK.match(op.module_path)
+        if m and (op.target.split(".")[1] in GROUPED_MATMULS or _EXPERT_PARAM.search(op.module_path)):
+            out.add(m.group(1))
+    return len(out)
+
+
+def ep_all_to_all_s(prof: HardwareProfile, plan: ParallelPlan, info: ModelInfo, mb: int, seq_len: int | None,
+                    elem_bytes: float) -> float:
+    """One expert-parallel all-to-all of a micro-batch's routed rows (``mb x seq x top_k x hidden``
+    elements, ``1 / tp`` of them per tensor-parallel rank) over the ``ep`` group, which spans
+    ``ep x tp`` consecutive devices; 0 without expert parallelism."""
+    if plan.ep <= 1 or not info.moe:
+        return 0.0
+    nbytes = mb * (seq_len or 1) * info.moe["top_k"] * info.hidden * elem_bytes / plan.tp
+    return collective_s("all_to_all", nbytes, plan.ep, level_for(prof, plan.ep * plan.tp))
+
+
+def check_train_plan(plan: ParallelPlan, info: ModelInfo, model: str, batch: int) -> None:
+    """``plan`` against the model: a :class:`DnnmapError` names the first constraint it breaks."""
+    if plan.ep > 1 and not info.moe:
+        raise DnnmapError(f"ep={plan.ep}: {model} has no experts (expert parallelism needs a mixture-of-experts model)")
+    plan.check(batch=batch, heads=info.heads, layers=info.layers, kv_heads=info.kv_heads,
+               experts=info.moe["experts"] if info.moe else None)
 
 
 def _saved_items(g: Graph, tp: int) -> list[tuple[str, int]]:
@@ -223,15 +272,15 @@ def parallel_step(s: Scenario, profile: HardwareProfile | str, plan: ParallelPla
     """Predict one training step of ``s`` (global batch ``s.batch``) under ``plan``."""
     prof = resolve_profile(profile)
     info = model_info(str(s.model))
-    plan.check(batch=s.batch, heads=info.heads, layers=info.layers, kv_heads=info.kv_heads)
+    check_train_plan(plan, info, str(s.model), s.batch)
     mb = s.batch // (plan.dp * plan.microbatches)
     sm = step_model(replace(s, batch=mb, layers=min(layers_captured, info.layers), optimizer=s.optimizer or "adamw"),
                     prof, plan.tp)
     return combine(s, prof, plan, info, sm, mb)
 
 
-def _stage_blocks(sm: StepModel, info: ModelInfo, plan: ParallelPlan, tp_layer_s: float) -> list[tuple[int, int]]:
-    per_layer = sm.fwd.block + sm.bwd.block + tp_layer_s
+def _stage_blocks(sm: StepModel, info: ModelInfo, plan: ParallelPlan, comm_layer_s: float) -> list[tuple[int, int]]:
+    per_layer = sm.fwd.block + sm.bwd.block + comm_layer_s
     costs = [per_layer] * info.layers
     costs[0] += sm.fwd.pre + sm.bwd.pre
     costs[-1] += sm.fwd.post + sm.bwd.post
@@ -243,14 +292,17 @@ def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelI
     act_bytes = mb * (s.seq_len or 1) * info.hidden * s.precision.bytes_per_element
     tp_ar = collective_s("all_reduce", act_bytes, plan.tp, level_for(prof, plan.tp_span)) if plan.tp > 1 else 0.0
     tp_layer = (FORWARD_ALL_REDUCES_PER_LAYER + BACKWARD_ALL_REDUCES_PER_LAYER) * tp_ar
-    stages = _stage_blocks(sm, info, plan, tp_layer)
+    a2a = ep_all_to_all_s(prof, plan, info, mb, s.seq_len, s.precision.bytes_per_element)
+    moe_share = sm.moe_blocks / sm.blocks_captured if a2a and sm.blocks_captured else 0.0  # of the layers
+    ep_layer = ALL_TO_ALLS_PER_MOE_LAYER_STEP * a2a * moe_share
+    stages = _stage_blocks(sm, info, plan, tp_layer + ep_layer)
     p2p = collective_s("send_recv", act_bytes / plan.tp, 2, level_for(prof, plan.devices)) if plan.pp > 1 else 0.0
     stage_s, parts = [], []
     for i, (a, b) in enumerate(stages):
         n = b - a
         f = n * sm.fwd.block + (sm.fwd.pre if i == 0 else 0) + (sm.fwd.post if i == len(stages) - 1 else 0)
         bw = n * sm.bwd.block + (sm.bwd.pre if i == 0 else 0) + (sm.bwd.post if i == len(stages) - 1 else 0)
-        c = n * tp_layer + (tp_ar if i == 0 else 0) + (2 * p2p if plan.pp > 1 else 0)
+        c = n * (tp_layer + ep_layer) + (tp_ar if i == 0 else 0) + (2 * p2p if plan.pp > 1 else 0)
         stage_s.append(f + bw + c)
         parts.append((f, bw, c, n, i))
     k = max(range(len(stage_s)), key=stage_s.__getitem__)
@@ -260,17 +312,36 @@ def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelI
     bubble = pipe - m * stage_s[k]
     first, last = k == 0, k == len(stages) - 1
     sel = lambda sp: n * sp.block + (sp.pre if first else 0) + (sp.post if last else 0)  # noqa: E731
-    opt_s = sel(sm.opt) / (plan.dp if plan.zero >= 1 else 1)
-    grad_bytes = sel(sm.grads)
+    # the experts' share of this stage's weights (and so of its gradients, state and update), and
+    # what is left of it per device with expert parallelism: 1 / ep
+    fe = sel(sm.experts) / sel(sm.weights) if sel(sm.weights) else 0.0
+    keep = 1.0 - fe + fe / plan.ep
+    opt_s = sel(sm.opt) / plan.dp if plan.zero >= 1 else sel(sm.opt) * keep  # ZeRO: 1/dp of dense and experts alike
+    grad_bytes = sel(sm.grads) * keep
+    dense_g, expert_g = sel(sm.grads) * (1.0 - fe), sel(sm.grads) * fe / plan.ep
     dp_lvl = level_for(prof, plan.dp_span) if plan.dp > 1 else None
-    dp_comm = collective_s("all_reduce", grad_bytes, plan.dp, dp_lvl) if dp_lvl else 0.0
+    edp = plan.dp // plan.ep  # replicas of each expert: the expert-data-parallel group
+    if plan.ep == 1:  # one group: every gradient in one all-reduce
+        dense_g, expert_g = dense_g + expert_g, 0.0
+    dp_comm = collective_s("all_reduce", dense_g, plan.dp, dp_lvl) if dp_lvl else 0.0
+    if dp_lvl and edp > 1 and expert_g:
+        dp_comm += collective_s("all_reduce", expert_g, edp, dp_lvl)
     exposed = max(dp_comm - bw, 0.0) + (dp_comm * min(DDP_BUCKET_BYTES / grad_bytes, 1.0) if grad_bytes and dp_comm else 0)
     if plan.zero == 3 and dp_lvl:
-        ag = 2 * m * collective_s("all_gather", sel(sm.weights) * s.precision.bytes_per_element / 4, plan.dp, dp_lvl)
+        ag = 2 * m * collective_s("all_gather", sel(sm.weights) * keep * s.precision.bytes_per_element / 4,
+                                  plan.dp, dp_lvl)
         exposed += max(ag - m * (f + bw), 0.0)
-    mem = _memory(sm, plan, sel(sm.weights), grad_bytes, sel(sm.state), sel(sm.saved) if True else 0)
+    mem = _memory(sm, plan, sel(sm.weights), sel(sm.grads), sel(sm.state), sel(sm.saved), fe)
     flops = (sm.flops_per_block * info.layers + sm.flops_other) * plan.dp * plan.microbatches
+    ep_comm = m * n * ep_layer
+    n_a2a = round(m * n * moe_share) * ALL_TO_ALLS_PER_MOE_LAYER_STEP if a2a else 0
     notes = []
+    if a2a:
+        notes.append(f"expert parallelism ep{plan.ep}: {n_a2a} all-to-alls per step on this device "
+                     f"({ALL_TO_ALLS_PER_MOE_LAYER_STEP} per MoE layer per micro-batch: dispatch + combine, and "
+                     f"their transposes in backward) of {a2a * 1e6:.2f} us, {ep_comm * 1e3:.3f} ms; "
+                     f"{plan.experts_per_device(info.moe['experts'])} of {info.moe['experts']} experts per device, "
+                     f"their gradients all-reduced over {edp} replica{'s' if edp > 1 else ''}")
     if not mem.fits(prof.dram.capacity_bytes):
         notes.append(f"does not fit: {mem.peak / 1e9:.1f} GB per device > {prof.dram.capacity_bytes / 1e9:.1f} GB")
     return TrainEstimate(
@@ -279,16 +350,25 @@ def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelI
         optimizer_s=opt_s, communication_s=m * c + exposed, model_flops=flops,
         peak_flops=device_for(s, prof).tensor_peak, devices=plan.devices, memory=mem,
         capacity_bytes=prof.dram.capacity_bytes, plan=plan, bubble_s=bubble,
-        breakdown={"tp_comm": m * c, "dp_comm_total": dp_comm, "dp_comm_exposed": exposed},
+        breakdown={"tp_comm": m * c - ep_comm, "ep_comm": ep_comm, "ep_all_to_all": a2a, "dp_comm_total": dp_comm,
+                   "dp_comm_exposed": exposed},
+        all_to_alls=n_a2a,
         notes=tuple(notes),
     )
 
 
-def _memory(sm: StepModel, plan: ParallelPlan, w: float, g: float, st: float, saved_mb: float) -> StepMemory:
-    dp = plan.dp
-    w = w / (dp if plan.zero >= 3 else 1)
-    g = g / (dp if plan.zero >= 2 else 1)
-    st = st / (dp if plan.zero >= 1 else 1)
+def _memory(sm: StepModel, plan: ParallelPlan, w: float, g: float, st: float, saved_mb: float,
+            experts: float = 0.0) -> StepMemory:
+    """Per device: ``w`` / ``g`` / ``st`` bytes of one replica's stage (``experts`` of each the
+    experts' share): the experts' divided by ``ep``; ZeRO shards the rest over ``dp``, the
+    experts' over the ``dp / ep`` replicas of each expert."""
+    dp, ep = plan.dp, plan.ep
+
+    def per_device(x: float, stage: int) -> float:
+        dense, exp = x * (1.0 - experts), x * experts / ep
+        return dense / (dp if plan.zero >= stage else 1) + exp / (dp // ep if plan.zero >= stage else 1)
+
+    w, g, st = per_device(w, 3), per_device(g, 2), per_device(st, 1)
     act = saved_mb * min(plan.pp, plan.microbatches)
     peak = w + g + st + act + sm.working
     return StepMemory(round(w), round(g), round(st), round(act), round(peak))

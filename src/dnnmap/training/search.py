@@ -1,5 +1,6 @@
-"""``train --plan auto``: every (dp, tp, pp, micro-batches, ZeRO) that fits N devices, fastest first
-(the plans and the ranking of :mod:`dnnmap.parallel.search`, shared with inference).
+"""``train --plan auto``: every (dp, tp, pp, micro-batches, ZeRO, and for a mixture of experts ep)
+that fits N devices, fastest first (the plans and the ranking of :mod:`dnnmap.parallel.search`,
+shared with inference).
 
 Each distinct (micro-batch size, tp) is captured and mapped once (:func:`step_model`);
 combining it with a plan's pp, dp and ZeRO stage is arithmetic, so the search is cheap.
@@ -9,20 +10,25 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import HardwareProfile
 from dnnmap.mapping.api import resolve_profile
 from dnnmap.parallel import ParallelPlan
 from dnnmap.parallel.search import candidate_plans, rank
 from dnnmap.pipeline import Scenario
-from dnnmap.training.multi import combine, model_info, step_model
+from dnnmap.training.multi import check_train_plan, combine, model_info, step_model
 from dnnmap.training.step import TrainEstimate
 
 
 def search(s: Scenario, profile: HardwareProfile | str, devices: int, top: int = 5,
-           layers_captured: int = 1) -> list[TrainEstimate]:
-    """The fitting plans, fastest first (at most ``top``); raises when none fits."""
+           layers_captured: int = 1, ep: int | None = None) -> list[TrainEstimate]:
+    """The fitting plans, fastest first (at most ``top``); raises when none fits. ``ep``: a fixed
+    expert-parallel degree (None: every one the experts and ``dp`` allow)."""
     prof = resolve_profile(profile)
     info = model_info(str(s.model))
+    experts = info.moe["experts"] if info.moe else None
+    if ep is not None:
+        check_train_plan(ParallelPlan(dp=ep, ep=ep), info, str(s.model), ep)  # an ep the model allows at all
     node = prof.interconnect.node.devices if prof.interconnect else 1
     models: dict[tuple[int, int], object] = {}
 
@@ -34,6 +40,11 @@ def search(s: Scenario, profile: HardwareProfile | str, devices: int, top: int =
                                      prof, plan.tp)
         return combine(s, prof, plan, info, models[key], mb)
 
-    return rank(candidate_plans(devices, s.batch, info.layers, info.heads, node), evaluate=evaluate,
+    plans = candidate_plans(devices, s.batch, info.layers, info.heads, node, experts=experts, ep=ep)
+    if not plans:
+        raise DnnmapError(f"no plan of {devices} devices suits {s.model} at batch {s.batch}: dp must divide the "
+                          "batch" + (f" and be a multiple of ep={ep}" if ep else "") + ", tp the heads "
+                          "(within a node), pp at most the layers")
+    return rank(plans, evaluate=evaluate,
                 fits=lambda e: e.fits, key=lambda e: e.step_s, top=top,
                 what=f"{devices} x {prof.name} for {s.model} at batch {s.batch}")

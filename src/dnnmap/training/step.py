@@ -61,6 +61,7 @@ class TrainEstimate:
     breakdown: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     unknown_ops: tuple[str, ...] = ()
+    all_to_alls: int = 0  # expert-parallel all-to-alls per step on one device (MoE)
 
     @property
     def step_s(self) -> float:
@@ -90,7 +91,7 @@ class TrainEstimate:
             "step_ms": self.step_s * 1e3, "forward_ms": self.forward_s * 1e3, "backward_ms": self.backward_s * 1e3,
             "optimizer_ms": self.optimizer_s * 1e3, "communication_ms": self.communication_s * 1e3,
             "bubble_ms": self.bubble_s * 1e3, "samples_per_s": self.samples_per_s, "tokens_per_s": self.tokens_per_s,
-            "mfu": self.mfu, "model_tflops": self.model_flops / 1e12, "fits": self.fits,
+            "mfu": self.mfu, "model_tflops": self.model_flops / 1e12, "fits": self.fits, "all_to_alls": self.all_to_alls,
             "capacity_gb": self.capacity_bytes / 1e9, **{f"mem_{k}_gb": v / 1e9 for k, v in self.memory.to_dict().items()},
             **{f"{k}_ms": v * 1e3 for k, v in self.breakdown.items()},
         }
