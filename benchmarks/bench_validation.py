@@ -60,10 +60,23 @@ KNOWN_LIMITS = [
     "",
     "- **Allocator page faults.** Eager PyTorch allocates every op's output; when glibc hands out "
     "memory fresh from the OS, each 4 KiB page is faulted in and zeroed (`fresh_page_us` in the profile, "
-    "about 0.6 us here). Whether it does depends on the allocator's history, not on the model's kernels: "
-    "mobilenet_v2 at batch 8 faults 19,000 to 55,000 pages per run in a fresh process and almost none "
-    "once an earlier model has grown the heap. The column above shows the faults each case measured and "
-    "their measured cost; the prediction leaves them out.",
+    "0.6 to 1.3 us on the hosts this ran on). An output of 32 MiB or more is always mapped afresh (glibc's "
+    "mmap threshold never exceeds 32 MiB and PyTorch's CPU allocator does not cache), and the prediction "
+    "charges its pages (since 2026-12-01). Whether a smaller output gets fresh pages depends on the "
+    "allocator's history, not on the model's kernels: mobilenet_v2 at batch 8 faults 19,000 to 55,000 pages "
+    "per run in a fresh process and almost none once an earlier model has grown the heap. The column above "
+    "shows the faults each case measured and their measured cost; for outputs under 32 MiB the prediction "
+    "leaves them out.",
+    "- **Calibration changes of 2026-12-01 and this table.** `dnnmap calibrate` now also measures GEMMs of "
+    "1-16 rows against cold weights (decode), `convolution_backward` and training op kinds; none of those "
+    "tables prices a forward pass of these models except the streaming GEMM for a classifier at batch 1 "
+    "(weights beyond the last-level cache). Of the 28 predictions only the batch-8 cases with outputs of "
+    "32 MiB or more changed (the fresh-page term, +3 % to +31 %: mobilenet_v2, efficientnet_b0, "
+    "convnext_tiny, swin_t, squeezenet1_0, gpt2); all others are within 0.2 % of the same profile without "
+    "the new tables. No model run informed any of it. The median moved from 9 % to 12 % with the host: the "
+    "previous table was measured on a Zen 2 EPYC (family 23), this one on a Zen 4 EPYC (family 25) with "
+    "its own fresh calibration; GPT-2 (-25 % / -24 %) and convnext_tiny b8 (-22 %) are the largest misses "
+    "on this host.",
     "- **Op-class attribution of fused eager kernels.** torchvision's `nn.MultiheadAttention` runs its "
     "fast path in eval mode: one `_native_multi_head_attention` call includes the Q/K/V and output "
     "projections, so the profiler books projection time under *attention* while the captured graph "
