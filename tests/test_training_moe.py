@@ -156,6 +156,12 @@ def test_four_all_to_alls_per_moe_layer_by_hand(dp8: object, ep4: object) -> Non
     assert ep4.backward_s == pytest.approx(dp8.backward_s, rel=1e-9)
 
 
+def test_full_recompute_dispatches_again(ep4: object) -> None:
+    full = _step(devices=8, ep=4, recompute="full")
+    assert full.all_to_alls == 6 * LAYERS  # the re-run forward dispatches and combines its tokens again
+    assert full.breakdown["ep_comm"] == pytest.approx(6 / 4 * ep4.breakdown["ep_comm"], rel=1e-9)
+
+
 def test_expert_weights_gradients_and_state_divided_by_ep(dp8: object, ep4: object) -> None:
     saved = 3 * EXPERT_BYTES // 4  # ep4 holds 2 of the 8 experts
     assert dp8.memory.weights - ep4.memory.weights == pytest.approx(saved, rel=1e-6)

@@ -23,7 +23,8 @@ Then, per device:
   one). Every MoE layer adds four all-to-alls per micro-batch on the critical path: dispatch
   and combine in forward, their transposes in backward, each of the micro-batch's
   ``tokens x top_k x hidden`` routed rows (``1 / tp`` of them per tensor-parallel rank) over
-  the ``ep`` group (:func:`ep_all_to_all_s`). The experts' weights, gradients and optimizer
+  the ``ep`` group (:func:`ep_all_to_all_s`); full recomputation re-runs the forward's two
+  (six in all; selective recomputation, which in Megatron re-runs no token dispatch, adds none). The experts' weights, gradients and optimizer
   state per device are divided by ``ep``; their gradients are all-reduced over the
   expert-data-parallel group (``dp / ep`` replicas of each expert), the rest over ``dp``; ZeRO
   shards the experts' share over ``dp / ep``, the rest over ``dp``.
@@ -226,6 +227,13 @@ def ep_all_to_all_s(prof: HardwareProfile, plan: ParallelPlan, info: ModelInfo, 
     return collective_s("all_to_all", nbytes, plan.ep, level_for(prof, plan.ep * plan.tp))
 
 
+def all_to_alls_per_moe_layer(recompute: str) -> int:
+    """Expert-parallel all-to-alls per MoE layer per micro-batch: dispatch + combine in forward,
+    their transposes in backward, and under full recomputation the forward's two again (the
+    re-run layer dispatches its tokens anew, as Megatron's full recompute does)."""
+    return ALL_TO_ALLS_PER_MOE_LAYER_STEP + (ALL_TO_ALLS_PER_MOE_LAYER if recompute == "full" else 0)
+
+
 def check_train_plan(plan: ParallelPlan, info: ModelInfo, model: str, batch: int) -> None:
     """``plan`` against the model: a :class:`DnnmapError` names the first constraint it breaks."""
     if plan.ep > 1 and not info.moe:
@@ -294,7 +302,8 @@ def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelI
     tp_layer = (FORWARD_ALL_REDUCES_PER_LAYER + BACKWARD_ALL_REDUCES_PER_LAYER) * tp_ar
     a2a = ep_all_to_all_s(prof, plan, info, mb, s.seq_len, s.precision.bytes_per_element)
     moe_share = sm.moe_blocks / sm.blocks_captured if a2a and sm.blocks_captured else 0.0  # of the layers
-    ep_layer = ALL_TO_ALLS_PER_MOE_LAYER_STEP * a2a * moe_share
+    per_moe_layer = all_to_alls_per_moe_layer(s.recompute)
+    ep_layer = per_moe_layer * a2a * moe_share
     stages = _stage_blocks(sm, info, plan, tp_layer + ep_layer)
     p2p = collective_s("send_recv", act_bytes / plan.tp, 2, level_for(prof, plan.devices)) if plan.pp > 1 else 0.0
     stage_s, parts = [], []
@@ -334,14 +343,16 @@ def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelI
     mem = _memory(sm, plan, sel(sm.weights), sel(sm.grads), sel(sm.state), sel(sm.saved), fe)
     flops = (sm.flops_per_block * info.layers + sm.flops_other) * plan.dp * plan.microbatches
     ep_comm = m * n * ep_layer
-    n_a2a = round(m * n * moe_share) * ALL_TO_ALLS_PER_MOE_LAYER_STEP if a2a else 0
+    n_a2a = round(m * n * moe_share) * per_moe_layer if a2a else 0
     notes = []
     if a2a:
         notes.append(f"expert parallelism ep{plan.ep}: {n_a2a} all-to-alls per step on this device "
-                     f"({ALL_TO_ALLS_PER_MOE_LAYER_STEP} per MoE layer per micro-batch: dispatch + combine, and "
-                     f"their transposes in backward) of {a2a * 1e6:.2f} us, {ep_comm * 1e3:.3f} ms; "
+                     f"({per_moe_layer} per MoE layer per micro-batch: dispatch + combine, their transposes in "
+                     f"backward{', the recomputed forward' if per_moe_layer > ALL_TO_ALLS_PER_MOE_LAYER_STEP else ''}) "
+                     f"of {a2a * 1e6:.2f} us, {ep_comm * 1e3:.3f} ms; "
                      f"{plan.experts_per_device(info.moe['experts'])} of {info.moe['experts']} experts per device, "
-                     f"their gradients all-reduced over {edp} replica{'s' if edp > 1 else ''}")
+                     + (f"their gradients all-reduced over the {edp} replicas of each" if edp > 1 else
+                        "each held once: their gradients need no all-reduce"))
     if not mem.fits(prof.dram.capacity_bytes):
         notes.append(f"does not fit: {mem.peak / 1e9:.1f} GB per device > {prof.dram.capacity_bytes / 1e9:.1f} GB")
     return TrainEstimate(
