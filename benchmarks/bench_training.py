@@ -107,6 +107,24 @@ def plan_search() -> tuple[float, list]:
     return time.perf_counter() - t, res
 
 
+CPU_NOTE = [
+    "What the calibration measures for training (since 2026-12-01), all microbenchmarks on generic shapes: "
+    "`convolution_backward` (grad input + grad weight) on its own grid of dense 3x3, 1x1 and depthwise 3x3 / 5x5 "
+    "convs (`conv_backward_shapes`; before, the forward conv tables priced it, at a GEMM shape misread from "
+    "grad_output); the kernels a forward pass never runs (batch-norm with batch statistics, threshold / hardtanh / "
+    "gelu / tanh backward, (log-)softmax backward, layer-norm backward, log-softmax), each timed at 5 sizes from "
+    "0.2 to 6.4 MB a tensor and stored as an op-kind bandwidth table (they pass over their tensors several times, "
+    "so they slow down once those outgrow the caches). The mapper also charges the first touch of every newly "
+    "allocated output of 32 MiB or more (glibc maps such blocks afresh every time; PyTorch's CPU allocator does "
+    "not cache) at the measured `fresh_page_us`: the logits, their gradients and AdamW's temporaries of GPT-2's "
+    "154 MB embedding. Which runs informed which choice: one torch.profiler trace of a mobilenet_v2 b8 step and "
+    "one of a GPT-2 step (diagnosis only) showed where the time went (backward convs, training batch-norm, ops "
+    "on >= 32 MiB fresh tensors); no number was fitted to them or to the rows above. The previous version of this "
+    "table (profile measured on an earlier host of this machine, a Zen 2 EPYC; now a Zen 4 EPYC) had median "
+    "|error| 17.6 %: mobilenet_v2 -39 % / -49 %, GPT-2 -18 % / -17 %, resnet18 -6 % / +0 %.",
+]
+
+
 def _table(rows: list[dict]) -> list[str]:
     out = ["| case | measured ms | predicted ms | error |", "|---|---:|---:|---:|"]
     out += [f"| {r['case']} | {r['measured_ms']:.1f} | {r['predicted_ms']:.1f} | {r['error']:+.1%} |" for r in rows]
@@ -127,7 +145,7 @@ def main() -> None:
              f"## (a) This CPU ({load_profile(args.profile).display_name}), calibrated profile, eager PyTorch", "",
              "forward + cross-entropy + backward + AdamW (per-tensor loop, CPU default); median of 5 after 2 warm-ups.",
              "The profile comes from `dnnmap calibrate` microbenchmarks only; no training step informed it.", "",
-             *_table(cpu), "",
+             *_table(cpu), "", *CPU_NOTE, "",
              "## (b) NeuSight training labels (fp32, TF32 off, eager attention), datasheet profiles", "",
              "Single V100: forward + loss + backward, no optimizer step. 4 x A100-SXM4-40GB: Megatron-LM GPT2-Large, "
              "global batch 4, AdamW step assumed, NVLink 3 + NVSwitch from the profile's interconnect section.", "",
