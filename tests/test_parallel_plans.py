@@ -133,6 +133,12 @@ def test_moe_ep4_all_to_alls_and_expert_weights() -> None:
     # captured in fp32 the experts run transformers' fallback, not a grouped matmul: still MoE layers
     fp32 = analyze(MOE, "h100-sxm5", batch=b, devices=4, ep=4, seq_len=S, precision="bf16")
     assert fp32.meta["parallel"]["all_to_alls"] == 2 * layers
+    # ... and its experts, found by parameter name, are divided by ep as in the bf16 capture
+    mem = fp32.meta["memory_per_device"]
+    one32 = analyze(MOE, "h100-sxm5", batch=b, seq_len=S, precision="bf16")
+    dp4 = analyze(MOE, "h100-sxm5", batch=b, devices=4, seq_len=S, precision="bf16").meta["memory_per_device"]
+    w32 = one32.meta["memory_bytes"] - (mem["memory_bytes"] - mem["weights_bytes"])
+    assert mem["weights_bytes"] == w32 - experts + experts // 4 < dp4["weights_bytes"]
 
 
 # -- --plan auto: one search, shared with train -------------------------------------------------
@@ -269,6 +275,45 @@ def test_expert_weight_traffic_per_device_with_ep() -> None:
     # one token reaches 2 of 8 experts; with ep=4 a device holds 2 experts and serves 4 devices' tokens
     share1, share4 = 2 / 8, expected_experts(8, 2, 4) / 8 / 4
     assert read[1] - read[4] == pytest.approx(experts * (share1 - share4), abs=8)
+
+
+def test_expert_weight_traffic_per_device_with_ep_fp32_capture() -> None:
+    """Captured in fp32 the experts run transformers' fallback kernel, not ``_grouped_mm``: the
+    expert weights are found by parameter name, and their traffic restated all the same."""
+    from dnnmap.hardware.schema import Precision
+    from dnnmap.mapping import workload
+    from dnnmap.mapping.weights import Storage, adjust, expected_experts, expert_weight_bytes
+    from dnnmap.pipeline import Scenario, prepare
+
+    prep = prepare(Scenario(MOE, batch=1, seq_len=1, precision="bf16"))
+    experts = 2 * (8 * 2 * 128 * 64 + 8 * 64 * 128) * ELEM
+    assert expert_weight_bytes(prep.counted.graph, Precision.BF16) == experts
+    part, moe = prep.partition, {"experts": 8, "top_k": 2}
+    works = workload(part, Precision.BF16)
+    read = {ep: sum(w.weight_bytes for w in adjust(part, works, Precision.BF16, Storage(expert_parallel=ep), moe))
+            for ep in (1, 4)}
+    share1, share4 = 2 / 8, expected_experts(8, 2, 4) / 8 / 4
+    assert read[1] - read[4] == pytest.approx(experts * (share1 - share4), abs=8)
+
+
+def test_moe_detection_by_name_by_hand() -> None:
+    from dnnmap.ir import DType, Graph, Op, OpClass, Role, Tensor
+    from dnnmap.mapping.moe import expert_weight_ids, moe_blocks
+
+    ts = {t.id: t for t in (
+        Tensor("x", (4, 8), DType.BFLOAT16, Role.INPUT),
+        Tensor("gate", (8, 8), DType.BFLOAT16, Role.WEIGHT, name="m.layers.1.mlp.gate.weight"),
+        Tensor("up", (8, 16, 8), DType.BFLOAT16, Role.WEIGHT, name="m.layers.1.mlp.experts.up_proj"),
+        Tensor("shared", (8, 8), DType.BFLOAT16, Role.WEIGHT, name="m.layers.0.mlp.shared_experts.w.weight"),
+        Tensor("y", (4, 8), DType.BFLOAT16, Role.ACTIVATION, producer="o1"),
+        Tensor("z", (4, 16), DType.BFLOAT16, Role.ACTIVATION, producer="o2"),
+    )}
+    mm = OpClass.MATMUL
+    ops = (Op("o1", "aten.linear.default", mm, ("x", "shared"), ("y",), module_path="m.layers.0.mlp.shared_experts.w"),
+           Op("o2", "transformers.grouped_mm_fallback.default", mm, ("y", "up"), ("z",), module_path="m.layers.1.mlp"))
+    g = Graph("g", ts, ops)
+    assert expert_weight_ids(g) == {"up"}  # not the router, not a shared expert
+    assert moe_blocks(g) == {"m.layers.1"}
 
 
 def test_generate_moe_with_ep(tmp_path: Path) -> None:

@@ -41,13 +41,14 @@ from dataclasses import dataclass, replace
 from dnnmap.errors import DnnmapError
 from dnnmap.fusion.partition import Partition, Subgraph
 from dnnmap.hardware.schema import Precision
-from dnnmap.ir import Graph, OpClass, Tensor
+from dnnmap.ir import Graph, OpClass
+from dnnmap.mapping.moe import expert_weight_ids, is_grouped_matmul
+from dnnmap.mapping.moe import root as _root
 from dnnmap.mapping.workload import Work
 
 WEIGHT_FORMATS = ("int8", "int4", "fp8")
 KV_DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 DEQUANT_FLOPS_PER_ELEMENT = 2  # convert to the compute type + multiply by the scale
-GROUPED_MATMULS = ("_grouped_mm", "grouped_mm", "_scaled_grouped_mm")
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,6 @@ def quantized_bytes(shape: Sequence[int], fmt: str, group_size: int = 128) -> in
     if fmt == "fp8":
         return numel + 4
     raise DnnmapError(f"unknown weight format {fmt!r}")
-
-
-def _root(g: Graph, tid: str) -> Tensor:
-    t = g.tensors[tid]
-    seen = {tid}
-    while t.alias_of is not None and t.alias_of in g.tensors and t.alias_of not in seen:
-        t = g.tensors[t.alias_of]
-        seen.add(t.id)
-    return t
 
 
 def quantizable(g: Graph) -> set[str]:
@@ -197,19 +189,21 @@ def _adjust_one(g: Graph, sg: Subgraph, w: Work, precision: Precision, storage: 
 
 
 def expert_weight_bytes(g: Graph, precision: Precision) -> int:
-    """Bytes of the stacked expert weights (what grouped expert matmuls read), at ``precision``."""
-    ids = {_root(g, op.inputs[1]).id for op in g.ops if op.target.split(".")[1] in GROUPED_MATMULS and len(op.inputs) > 1}
-    return sum(g.tensors[t].numel * precision.bytes_per_element for t in ids if g.tensors[t].is_static)
+    """Bytes of the expert weights (:func:`dnnmap.mapping.moe.expert_weight_ids`: by parameter
+    name, whichever kernel runs them), at ``precision``."""
+    return sum(g.tensors[t].numel * precision.bytes_per_element for t in expert_weight_ids(g))
 
 
 def _expert_reach(g: Graph, sg: Subgraph, moe: dict, storage: Storage) -> tuple[float, int, set[str]] | None:
     """(share of expert weights read, extra tensor FLOPs of capacity padding, expert weight ids)
     for the grouped expert matmuls in ``sg``; None when it has none."""
     experts, top_k = int(moe["experts"]), int(moe["top_k"])
+    expert_ids = expert_weight_ids(g)
     share, extra, ids = None, 0, set()
     for oid in sg.op_ids:
         op = g.op(oid)
-        if op.target.split(".")[1] not in GROUPED_MATMULS:
+        # a grouped expert matmul, or an op reading a stacked expert weight (transformers' fp32 path)
+        if len(op.inputs) < 2 or not (is_grouped_matmul(op.target) or _root(g, op.inputs[1]).id in expert_ids):
             continue
         x, w = g.tensors[op.inputs[0]], _root(g, op.inputs[1])
         rows = x.shape[0] if len(x.shape) == 2 else math.prod(x.shape[:-1])

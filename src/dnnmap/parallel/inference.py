@@ -41,7 +41,7 @@ from typing import Any
 
 from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import HardwareProfile
-from dnnmap.mapping.weights import GROUPED_MATMULS
+from dnnmap.mapping.moe import moe_blocks, moe_of
 from dnnmap.memory import MemoryFit
 from dnnmap.parallel.collectives import collective_s, level_for
 from dnnmap.parallel.plan import ParallelPlan
@@ -113,11 +113,11 @@ class InferenceParallel:
         act = batch * tokens * self.hidden * elem_bytes
         ar = self.all_reduce_s(act)
         a2a = self.all_to_all_s(act * self.moe["top_k"] / p.tp) if self.moe else 0.0
-        moe_blocks = _moe_blocks(part) if a2a else set()
+        moe = moe_blocks(part.graph) if a2a else set()
         pre, blocks, post = _split(part, est)
         if not blocks:
             blocks = [("", est.latency_s - pre - post)]
-        costs = [t + FORWARD_ALL_REDUCES_PER_LAYER * ar + (ALL_TO_ALLS_PER_MOE_LAYER * a2a if name in moe_blocks else 0.0)
+        costs = [t + FORWARD_ALL_REDUCES_PER_LAYER * ar + (ALL_TO_ALLS_PER_MOE_LAYER * a2a if name in moe else 0.0)
                  for name, t in blocks]
         costs[0] += pre + EMBEDDING_ALL_REDUCES * ar
         costs[-1] += post
@@ -127,7 +127,7 @@ class InferenceParallel:
         period = max(stages) + (send if len(stages) > 1 else 0.0)  # a stream: one micro-batch per period
         m = p.microbatches
         latency = max(m * period, one) if decode else one + (m - 1) * period
-        n, n_moe = len(blocks), len(moe_blocks)
+        n, n_moe = len(blocks), len(moe)
         tp_comm = (FORWARD_ALL_REDUCES_PER_LAYER * n + EMBEDDING_ALL_REDUCES) * ar if p.tp > 1 else 0.0
         ep_comm = ALL_TO_ALLS_PER_MOE_LAYER * n_moe * a2a
         info = {"plan": str(p), "devices": p.devices, "tp": p.tp, "pp": p.pp, "dp": p.dp, "ep": p.ep,
@@ -180,20 +180,6 @@ def _split(part: Any, est: Any) -> tuple[float, list[tuple[str, float]], float]:
     return pre * k, [(name, v * k) for name, v in blocks.items()], post * k
 
 
-_EXPERTS = re.compile(r"(^|\.)(experts|block_sparse_moe)(\.|$)")
-
-
-def _moe_blocks(part: Any) -> set[str]:
-    """The blocks whose work runs experts (a grouped expert matmul, or any op of an ``experts``
-    module: the MoE layers, as captured)."""
-    out = set()
-    for op in part.graph.ops:
-        m = _BLOCK.match(op.module_path)
-        if m and (op.target.split(".")[1] in GROUPED_MATMULS or _EXPERTS.search(op.module_path)):
-            out.add(m.group(1))
-    return out
-
-
 def _config_info(cfg: Any) -> tuple[int, int | None, int | None, int]:
     get = lambda *ks: next((getattr(cfg, k) for k in ks if getattr(cfg, k, None)), None)  # noqa: E731
     layers, hidden = get("num_hidden_layers", "n_layer"), get("hidden_size", "n_embd", "d_model")
@@ -215,22 +201,13 @@ def _config(model: Any) -> Any:
     return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
 
 
-def _moe_of(config: Any) -> dict | None:
-    from dnnmap.capture.phases import _moe
-
-    try:
-        return _moe(config)
-    except AttributeError:  # a config without get_text_config
-        return None
-
-
 def check_plan(plan: ParallelPlan, model: Any, profile: HardwareProfile, batches: list[int] | None = None,
                devices: int | None = None, config: Any = None) -> InferenceParallel:
     """``plan`` checked against the model and the profile: a :class:`DnnmapError` names the first
     constraint it breaks (heads, layers, experts, devices, batch, interconnect)."""
     config = config if config is not None else _config(model)
     layers, heads, kv_heads, hidden = _config_info(config)
-    moe = _moe_of(config)
+    moe = moe_of(config)
     if plan.ep > 1 and moe is None:
         raise DnnmapError(f"ep={plan.ep}: {model} has no experts (expert parallelism needs a mixture-of-experts model)")
     plan.check(devices=devices, heads=heads, layers=layers, kv_heads=kv_heads,
@@ -329,7 +306,7 @@ def search_analyze(s: Any, profile: HardwareProfile, devices: int, top: int = 5,
 
     config = _config(s.model)
     layers, heads, _, _ = _config_info(config)
-    moe = _moe_of(config)
+    moe = moe_of(config)
     node = profile.interconnect.node.devices if profile.interconnect else 1
     if devices > 1:
         level_for(profile, devices)
@@ -370,7 +347,7 @@ def search_generate(model: str, hardware: Any, prompt: int, gen: int, batch: int
     prof = resolve_profile(hardware)
     config = _config(model)
     layers, heads, _, _ = _config_info(config)
-    moe = _moe_of(config)
+    moe = moe_of(config)
     node = prof.interconnect.node.devices if prof.interconnect else 1
     if devices > 1:
         level_for(prof, devices)

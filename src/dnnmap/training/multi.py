@@ -48,6 +48,7 @@ from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import HardwareProfile
 from dnnmap.ir import Graph, Role
 from dnnmap.mapping.api import resolve_profile
+from dnnmap.mapping.moe import is_expert_param, moe_blocks, moe_of
 from dnnmap.parallel import (
     ParallelPlan,
     balance_stages,
@@ -56,7 +57,7 @@ from dnnmap.parallel import (
     one_f_one_b,
     shard_works,
 )
-from dnnmap.parallel.inference import ALL_TO_ALLS_PER_MOE_LAYER, _moe_of
+from dnnmap.parallel.inference import ALL_TO_ALLS_PER_MOE_LAYER
 from dnnmap.parallel.sharding import (
     BACKWARD_ALL_REDUCES_PER_LAYER,
     FORWARD_ALL_REDUCES_PER_LAYER,
@@ -75,7 +76,6 @@ from dnnmap.training.step import (
 )
 
 _BLOCK = re.compile(r"^(.*?\.\d+)(\.|$)")
-_EXPERT_PARAM = re.compile(r"(^|\.)experts(\.|$)")  # the experts' own weights (not the router)
 # dispatch + combine in forward (as in inference), their transposes in backward
 ALL_TO_ALLS_PER_MOE_LAYER_STEP = 2 * ALL_TO_ALLS_PER_MOE_LAYER
 DDP_BUCKET_BYTES = 25 * 2**20  # torch DDP's default bucket_cap_mb
@@ -98,7 +98,7 @@ def model_info(name: str) -> ModelInfo:
         raise DnnmapError(f"{name}: multi-device plans need a transformer with a Hugging Face config (hf:...)")
     get = lambda *ks: next((getattr(cfg, k) for k in ks if getattr(cfg, k, None)), None)  # noqa: E731
     return ModelInfo(int(get("num_hidden_layers", "n_layer")), get("num_attention_heads", "n_head"),
-                     get("num_key_value_heads"), int(get("hidden_size", "n_embd")), _moe_of(cfg))
+                     get("num_key_value_heads"), int(get("hidden_size", "n_embd")), moe_of(cfg))
 
 
 def component(path: str, first_block: dict[str, bool]) -> str:
@@ -190,7 +190,7 @@ def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
     params = list(g.iter_tensors(Role.WEIGHT))
     w_items = [(t.name.rpartition(".")[0], t.nbytes // (tp if is_tp_param(t.name) else 1)) for t in params]
     weights = _split_bytes(w_items, first)
-    experts = _split_bytes([(p, b) for p, b in w_items if _EXPERT_PARAM.search(p)], first)
+    experts = _split_bytes([(p, b) for p, b in w_items if is_expert_param(p)], first)
     # gradients and optimizer state follow the parameters: this device's share of them is its
     # (tensor-parallel) share of the whole model's weight bytes, not of its own
     wsum = sum(t.nbytes for t in params) or 1
@@ -201,19 +201,7 @@ def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
     per_block = _block_flops(g, first, blocks)
     return StepModel(times["fwd"], times["bwd"], times["opt"], weights, ratio(mem.gradients), ratio(mem.optimizer_state),
                      saved, max(mem.peak - mem.persistent - mem.saved_activations, 0) // tp,
-                     per_block, mf - per_block * blocks, blocks, experts, _moe_block_count(g))
-
-
-def _moe_block_count(g: Graph) -> int:
-    """Captured blocks that run experts (a grouped expert matmul, or an ``experts`` module)."""
-    from dnnmap.mapping.weights import GROUPED_MATMULS
-
-    out = set()
-    for op in g.ops:
-        m = _BLOCK.match(op.module_path)
-        if m and (op.target.split(".")[1] in GROUPED_MATMULS or _EXPERT_PARAM.search(op.module_path)):
-            out.add(m.group(1))
-    return len(out)
+                     per_block, mf - per_block * blocks, blocks, experts, len(moe_blocks(g)))
 
 
 def ep_all_to_all_s(prof: HardwareProfile, plan: ParallelPlan, info: ModelInfo, mb: int, seq_len: int | None,
