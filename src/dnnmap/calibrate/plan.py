@@ -187,7 +187,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         # m: a decode step's tokens (batch 1 .. 16); n, k: 256 .. 4096 wide layers (a wider one,
         # a vocabulary projection, streams at the 4096 rate: bandwidth has saturated). At ~10 GB/s
         # a round over the 128 MiB pool takes ~13 ms: 2 layouts x 75 points x 4 rounds ~ 8 s a pass;
-        # k in octaves: a GEMV's rate climbs steeply with k below ~2048 (7 -> 17 GB/s here)
+        # k in octaves: a GEMV's rate climbs steeply with k below ~2048 (7 -> 17 GB/s here).
+        # (m = 64 and 256 were tried: their cold rates came out above the cache-warm grid's in one
+        # calibration, i.e. within the run-to-run spread of the two tables; left out.)
         op_sweep=tuple(TRAINING),
         gemm_stream=StreamGrid(m=(1, 2, 4, 8, 16), n=(256, 1024, 4096), k=(256, 512, 1024, 2048, 4096)),
         # backward convs (training): ~2x the forward's FLOPs each, so a coarser grid than the
