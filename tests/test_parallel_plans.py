@@ -69,22 +69,30 @@ def _stub(block_s: list[float]) -> tuple[Any, _Est]:
     return part, est
 
 
-@pytest.mark.parametrize(("m", "decode", "latency"), [
-    (1, False, 1 + 3),            # one micro-batch crosses both stages
-    (4, False, (1 + 3) + 3 * 3),  # fill + drain: t1 + (m - 1) x slowest stage
-    (4, True, 4 * 3),             # a decode step: max(m x slowest, t1) = max(12, 4)
-    (1, True, 1 + 3),             # max(1 x 3, 4)
+@pytest.mark.parametrize(("m", "decode", "latency", "throughput"), [
+    (1, False, 1 + 3, 2 / 3 * 3),            # one micro-batch crosses both stages; a stream: 2 rows / 3 s x dp 3
+    (4, False, (1 + 3) + 3 * 3, 2 / 3 * 3),  # fill + drain: t1 + (m - 1) x slowest stage
+    (4, True, 4 * 3, 4 * 2 / 12 * 3),        # a decode step: max(m x slowest, t1) = max(12, 4); 8 tokens / 12 s
+    (1, True, 1 + 3, 1 * 2 / 4 * 3),         # max(1 x 3, 4): the one micro-batch's next token waits 4 s, not 3
 ])
-def test_microbatches_stream_at_one_per_slowest_stage(m: int, decode: bool, latency: float) -> None:
+def test_microbatches_stream_at_one_per_slowest_stage(m: int, decode: bool, latency: float,
+                                                      throughput: float) -> None:
     part, est = _stub([1.0, 3.0])
     par = InferenceParallel(ParallelPlan(pp=2, dp=3, microbatches=m), None, HIDDEN, 4, 4, 2)
     out = par.run(part, (None, None), lambda w: est, batch=2, tokens=1, elem_bytes=2, decode=decode)
     p = out.meta["parallel"]
     assert p["stage_s"] == [1.0, 3.0] and p["period_s"] == 3.0
     assert out.latency_s == pytest.approx(latency)
-    assert p["throughput_per_s"] == pytest.approx(2 / 3.0 * 3)  # micro-batch / slowest stage x dp
+    assert p["throughput_per_s"] == pytest.approx(throughput)
     assert p["bubble_s"] == pytest.approx(latency - m * 3.0)
     assert out.batch == 2 * m and out.energy_j == pytest.approx(m)  # the request: every micro-batch
+
+
+def test_generate_decode_rate_with_pp_is_the_batch_per_step(gpt2: str) -> None:
+    # pp=2, one micro-batch: its next token waits for the last to cross both stages, so the
+    # replica makes 2 tokens per decode step, not 2 per slowest stage
+    r = generate(gpt2, "h100-sxm5", 16, 2, 2, precision="bf16", pp=2, devices=4).row(2)
+    assert r.cluster_tokens_per_s == pytest.approx(2 / r.tpot_start_s * 2, rel=1e-9)  # x dp=2
 
 
 def test_analyze_microbatches_reuse_the_micro_batch_stages(gpt2: str) -> None:

@@ -75,7 +75,7 @@ class GenerationRow:
     prefill_bound: str = ""
     decode_bound: str = ""
     message: str = ""
-    cluster_tokens_per_s: float | None = None  # many devices: all replicas, pipeline stages kept busy
+    cluster_tokens_per_s: float | None = None  # many devices: decode tokens/s of all replicas (batch / step)
 
     @property
     def fits(self) -> bool:
@@ -442,7 +442,7 @@ def _row(cap: _Captures, pre: _Prefill, dec: _Decode | None, b: int, prompt: int
     total = first.latency_s + _decode_total(lengths, times)
     bounds = [e.bound.value for e in ests]
     cluster = None
-    if parallel is not None:  # decode tokens per second of every replica, stages kept busy by a stream
+    if parallel is not None:  # decode tokens per second of every replica: its batch per decode step
         rates = [e.meta["parallel"]["throughput_per_s"] for e in ests]
         cluster = float(np.mean(rates))
     return GenerationRow(b, fit, first.latency_s, times[0], times[-1], total, first.bound.value,

@@ -22,6 +22,12 @@ training hook), then:
   * one request's **latency** (a forward, a prefill): the pipeline fills and drains,
     ``t1 + (m - 1) period``; a decode step (each micro-batch's next token needs its last):
     ``max(m period, t1)``;
+  * decode **throughput**: micro-batch ``i``'s next token cannot enter stage 1 before its last
+    token left the last stage, so in steady state a micro-batch comes back every
+    ``L = max(m period, t1)`` and each of the ``m`` has produced ``micro-batch`` tokens:
+    ``m x micro-batch / max(m period, t1)`` = ``batch / L`` per replica. Only when
+    ``m period >= t1`` (enough micro-batches in flight to keep every stage busy) is that the
+    stream rate ``micro-batch / period``; with ``m period < t1`` the stages idle waiting;
   * the bubble: the latency less ``m`` x the slowest stage (when the busiest device waits);
 - data parallelism runs ``dp`` replicas of the request batch: throughput x ``dp``, latency unchanged.
 
@@ -137,7 +143,7 @@ class InferenceParallel:
                 "all_to_alls": ALL_TO_ALLS_PER_MOE_LAYER * n_moe if a2a else 0, "stage_s": stages, "send_s": send,
                 "communication_s": tp_comm + ep_comm + (len(stages) - 1) * send, "period_s": period,
                 "latency_s": latency, "bubble_s": max(latency - m * max(stages), 0.0),
-                "throughput_per_s": batch / period * p.dp if period > 0 else 0.0}
+                "throughput_per_s": (m * batch / latency if decode else batch / period) * p.dp if period > 0 else 0.0}
         return replace(est, latency_s=latency, batch=batch * m, energy_j=est.energy_j * m,
                        meta={**dict(est.meta), "parallel": info})
 
