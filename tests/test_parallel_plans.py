@@ -204,6 +204,10 @@ def test_compare_prices_each_device_with_the_plan(gpt2: str) -> None:
     ("gpt2", dict(plan="auto"), "--plan auto needs --devices N"),
     ("gpt2", dict(plan="auto", devices=2, tp=2), "chooses tp, pp, dp"),
     ("gpt2", dict(plan="best", devices=2), "--plan takes 'auto'"),
+    # --plan auto with no candidate plan says why, not that every plan needs more memory
+    ("gpt2", dict(plan="auto", devices=3, ep=2), "ep=2: .* has no experts"),
+    (MOE, dict(plan="auto", devices=2, ep=4), "ep=4 does not divide 2 devices"),
+    (MOE, dict(plan="auto", devices=8, ep=3), "ep=3 does not divide the 8 experts"),
 ])
 def test_impossible_plans_name_the_constraint(gpt2: str, model: str, kw: dict, message: str) -> None:
     name = gpt2 if model == "gpt2" else model
@@ -215,8 +219,14 @@ def test_a_plan_that_fits_nowhere_says_so(tmp_path: Path) -> None:
     # untied 3M x 16384 embeddings and head in bf16: 2 x 98 GB, more than 2 x 80 GiB however split
     p = tmp_path / "big.json"
     p.write_text(json.dumps({**LLAMA, "hidden_size": 16384, "intermediate_size": 256, "vocab_size": 3_000_000}))
-    with pytest.raises(DnnmapError, match="no plan of 2 x h100-sxm5 .* fits"):
+    with pytest.raises(DnnmapError, match="no plan of 2 x h100-sxm5 .* fits") as e:
         analyze(f"hf:{p}", "h100-sxm5", batch=1, devices=2, plan="auto", seq_len=4, precision="bf16", dtype="bf16")
+    assert "ZeRO" not in str(e.value)  # inference shards no optimizer state
+
+
+def test_generate_plan_auto_without_candidates_says_why() -> None:
+    with pytest.raises(DnnmapError, match="ep=4 does not divide 2 devices"):
+        generate(MOE, "h100-sxm5", 16, 4, 2, precision="bf16", devices=2, plan="auto", ep=4)
 
 
 @pytest.mark.parametrize("cmd", ["analyze", "compare", "generate"])

@@ -308,7 +308,7 @@ def estimate_parallel(s: Any, profile: HardwareProfile, par: InferenceParallel, 
 def search_analyze(s: Any, profile: HardwareProfile, devices: int, top: int = 5, ep: int | None = None) -> list[Any]:
     """``analyze --plan auto``: every inference plan of ``devices`` (:mod:`dnnmap.parallel.search`)
     estimated, the fitting ones by latency of the request, then throughput (more replicas)."""
-    from dnnmap.parallel.search import candidate_plans, rank
+    from dnnmap.parallel.search import rank, search_plans
 
     config = _config(s.model)
     layers, heads, _, _ = _config_info(config)
@@ -316,15 +316,15 @@ def search_analyze(s: Any, profile: HardwareProfile, devices: int, top: int = 5,
     node = profile.interconnect.node.devices if profile.interconnect else 1
     if devices > 1:
         level_for(profile, devices)
-    plans = candidate_plans(devices, s.batch, layers, heads, node, training=False,
-                            experts=moe["experts"] if moe else None, ep=ep)
+    plans = search_plans(devices, s.batch, layers, heads, node, model=str(s.model), training=False,
+                         experts=moe["experts"] if moe else None, ep=ep)
     cache: dict = {}
 
     def evaluate(plan: ParallelPlan) -> Any:
         return estimate_parallel(s, profile, check_plan(plan, s.model, profile, [s.batch], devices, config), cache)
 
     return rank(plans, evaluate=evaluate, fits=lambda e: e.meta["fits"],
-                key=lambda e: (e.latency_s, -e.meta["parallel"]["throughput_per_s"]), top=top,
+                key=lambda e: (e.latency_s, -e.meta["parallel"]["throughput_per_s"]), top=top, training=False,
                 what=f"{devices} x {profile.name} for {s.model} at batch {s.batch}")
 
 
@@ -348,7 +348,7 @@ def search_generate(model: str, hardware: Any, prompt: int, gen: int, batch: int
     serves every plan (:func:`dnnmap.generate.generate_plans`)."""
     from dnnmap.generate import generate_plans
     from dnnmap.mapping.api import resolve_profile
-    from dnnmap.parallel.search import candidate_plans, rank
+    from dnnmap.parallel.search import rank, search_plans
 
     prof = resolve_profile(hardware)
     config = _config(model)
@@ -358,9 +358,9 @@ def search_generate(model: str, hardware: Any, prompt: int, gen: int, batch: int
     if devices > 1:
         level_for(prof, devices)
     pars = [check_plan(p, model, prof, [batch], devices, config)
-            for p in candidate_plans(devices, batch, layers, heads, node, training=False,
-                                     experts=moe["experts"] if moe else None, ep=ep)]
+            for p in search_plans(devices, batch, layers, heads, node, model=model, training=False,
+                                  experts=moe["experts"] if moe else None, ep=ep)]
     reports = generate_plans(model, prof, prompt, gen, batch, pars, **kwargs)
     return rank(reports, evaluate=lambda r: r, fits=lambda r: r.rows[0].fits,
-                key=lambda r: (r.rows[0].e2e_s, -(r.rows[0].cluster_tokens_per_s or 0.0)), top=top,
+                key=lambda r: (r.rows[0].e2e_s, -(r.rows[0].cluster_tokens_per_s or 0.0)), top=top, training=False,
                 what=f"{devices} x {prof.name} for {model} at batch {batch}")

@@ -57,13 +57,40 @@ def candidate_plans(devices: int, batch: int, layers: int, heads: int | None, no
     return out
 
 
+def search_plans(devices: int, batch: int, layers: int, heads: int | None, node: int, *, model: str,
+                 training: bool = True, experts: int | None = None, ep: int | None = None) -> list[ParallelPlan]:
+    """:func:`candidate_plans`, or a :class:`DnnmapError` saying why there is none (``train``,
+    ``analyze`` and ``generate`` ``--plan auto`` alike).
+
+    >>> search_plans(3, 1, 2, 4, 8, model="m", training=False, ep=2)
+    Traceback (most recent call last):
+    ...
+    dnnmap.errors.DnnmapError: ep=2: m has no experts (expert parallelism needs a mixture-of-experts model)
+    """
+    if ep is not None and ep > 1:
+        if not experts:
+            raise DnnmapError(f"ep={ep}: {model} has no experts (expert parallelism needs a mixture-of-experts model)")
+        if experts % ep:
+            raise DnnmapError(f"ep={ep} does not divide the {experts} experts of {model}")
+        if devices % ep:
+            raise DnnmapError(f"ep={ep} does not divide {devices} devices (the expert-parallel group is ep of the "
+                              "dp replicas)")
+    plans = candidate_plans(devices, batch, layers, heads, node, training=training, experts=experts, ep=ep)
+    if not plans:
+        raise DnnmapError(f"no plan of {devices} devices suits {model} at batch {batch}: "
+                          + ("dp must divide the batch, " if training else "")
+                          + f"tp the {heads} heads (within a node of {node}), pp at most the {layers} layers"
+                          + (f", ep={ep} divide dp" if ep and ep > 1 else ""))
+    return plans
+
+
 def rank(plans: Iterable[P], *, evaluate: Callable[[P], R], fits: Callable[[R], bool], key: Callable[[R], object],
-         top: int, what: str) -> list[R]:
+         top: int, what: str, training: bool = True) -> list[R]:
     """The fitting results of ``evaluate(plan)``, best (smallest ``key``) first, at most ``top``;
     a :class:`DnnmapError` naming ``what`` when none fits."""
     results = [r for r in (evaluate(p) for p in plans) if fits(r)]
     if not results:
-        raise DnnmapError(f"no plan of {what} fits: every (dp, tp, pp, micro-batches, ZeRO, ep) needs more memory "
-                          "than a device has")
+        axes = "dp, tp, pp, micro-batches, ZeRO, ep" if training else "dp, tp, pp, micro-batches, ep"
+        raise DnnmapError(f"no plan of {what} fits: every ({axes}) needs more memory than a device has")
     results.sort(key=key)
     return results[:top]

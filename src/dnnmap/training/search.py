@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import HardwareProfile
 from dnnmap.mapping.api import resolve_profile
 from dnnmap.parallel import ParallelPlan
-from dnnmap.parallel.search import candidate_plans, rank
+from dnnmap.parallel.search import rank, search_plans
 from dnnmap.pipeline import Scenario
-from dnnmap.training.multi import check_train_plan, combine, model_info, step_model
+from dnnmap.training.multi import combine, model_info, step_model
 from dnnmap.training.step import TrainEstimate
 
 
@@ -27,8 +26,6 @@ def search(s: Scenario, profile: HardwareProfile | str, devices: int, top: int =
     prof = resolve_profile(profile)
     info = model_info(str(s.model))
     experts = info.moe["experts"] if info.moe else None
-    if ep is not None:
-        check_train_plan(ParallelPlan(dp=ep, ep=ep), info, str(s.model), ep)  # an ep the model allows at all
     node = prof.interconnect.node.devices if prof.interconnect else 1
     models: dict[tuple[int, int], object] = {}
 
@@ -40,11 +37,7 @@ def search(s: Scenario, profile: HardwareProfile | str, devices: int, top: int =
                                      prof, plan.tp)
         return combine(s, prof, plan, info, models[key], mb)
 
-    plans = candidate_plans(devices, s.batch, info.layers, info.heads, node, experts=experts, ep=ep)
-    if not plans:
-        raise DnnmapError(f"no plan of {devices} devices suits {s.model} at batch {s.batch}: dp must divide the "
-                          "batch" + (f" and be a multiple of ep={ep}" if ep else "") + ", tp the heads "
-                          "(within a node), pp at most the layers")
+    plans = search_plans(devices, s.batch, info.layers, info.heads, node, model=str(s.model), experts=experts, ep=ep)
     return rank(plans, evaluate=evaluate,
                 fits=lambda e: e.fits, key=lambda e: e.step_s, top=top,
                 what=f"{devices} x {prof.name} for {s.model} at batch {s.batch}")
