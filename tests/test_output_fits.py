@@ -132,3 +132,16 @@ def test_every_json_result_matches_its_schema(model: str, tmp_path: Path, kind: 
         assert len(doc.results) == 1 and doc.results[0].plan is None  # one device: a list of one
     if kind == "generate":
         assert [r.batch for r in doc.rows] == [1, 2]
+
+
+def test_train_json_on_many_devices_has_exactly_the_schema_fields(tmp_path: Path) -> None:
+    """Records allow extra keys, so validation alone misses a field the schema forgot: compare key sets."""
+    from dnnmap.report.schemas import TrainStep
+
+    out = tmp_path / "t.json"
+    run("train", "hf:tiny-moe", "-H", "h100-sxm5", "--seq-len", "16", "--batch", "4", "--precision", "bf16",
+        "--devices", "4", "--tp", "2", "--ep", "2", "--json", str(out))
+    row = json.loads(out.read_text())["results"][0]
+    assert set(row) == set(TrainStep.model_fields)
+    assert row["plan"] and row["all_to_alls"] > 0 and row["ep_comm_ms"] > 0
+

@@ -369,7 +369,8 @@ class TrainStep(_Open):
     precision: str
     optimizer: str
     recompute: str
-    plan: str | None = Field(description="dp / tp / pp / microbatches / ZeRO; null on one device")
+    plan: str | None = Field(description="dp / tp / pp / microbatches / ZeRO / ep (expert parallelism, MoE); "
+                             "null on one device")
     step_ms: float
     forward_ms: float
     backward_ms: float
@@ -388,6 +389,15 @@ class TrainStep(_Open):
     mem_saved_activations_gb: float
     mem_peak_gb: float
     mem_persistent_gb: float
+    all_to_alls: int = Field(0, description="Expert-parallel all-to-alls per step on one device (MoE, ep > 1)")
+    tp_comm_ms: float | None = Field(None, description="Tensor-parallel all-reduces and pipeline sends on the "
+                                     "critical path, per step; many devices only")
+    ep_comm_ms: float | None = Field(None, description="Expert-parallel all-to-alls per step; many devices only")
+    ep_all_to_all_ms: float | None = Field(None, description="One expert-parallel all-to-all; many devices only")
+    dp_comm_total_ms: float | None = Field(None, description="Data-parallel gradient all-reduces, hidden or not; "
+                                           "many devices only")
+    dp_comm_exposed_ms: float | None = Field(None, description="The part of dp_comm_total_ms (and ZeRO-3 gathers) "
+                                             "not hidden behind the backward; many devices only")
 
 
 class TrainResult(Envelope):
