@@ -222,3 +222,20 @@ def test_plan_auto_searches_expert_parallelism() -> None:
     fixed = train(MOE, "h100-sxm5", batch=4, seq_len=16, precision="bf16", devices=4, plan="auto", ep=2, top=1000)
     assert {e.plan.ep for e in fixed} == {2} and all(e.all_to_alls == 4 * LAYERS * e.plan.microbatches
                                                      for e in fixed if e.plan.pp == 1)
+
+
+def test_grouped_mm_errors_are_translated_only_for_a_plain_fp32_step() -> None:
+    import logging
+
+    from dnnmap.capture.train_path import _expert_gemms
+
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    before = log.level
+    with pytest.raises(RuntimeError, match="grouped_mm: bad offsets") as e, _expert_gemms("m", "bf16", None):
+        assert log.level == before  # a capture that runs no grouped matmul leaves the logger alone
+        raise RuntimeError("grouped_mm: bad offsets")
+    assert not isinstance(e.value, DnnmapError)  # under AMP the operands are bf16: not the fp32 refusal
+    with pytest.raises(DnnmapError, match="--precision bf16"), _expert_gemms("m", None, None):
+        raise RuntimeError("grouped_mm: expected mat_a to be BFloat16")
+    assert log.level == before
+

@@ -263,16 +263,21 @@ def _expert_gemms(name: str, amp: str | None, rec: _Recorder) -> Iterator[None]:
         if dt is not None and kwargs.get("out_dtype") is None:
             a = a.to(dt) if a.dtype == torch.float32 else a
             b = b.to(dt) if b.dtype == torch.float32 else b
-        return orig(a, b, *args, **kwargs)
+        # fake tensors log the refused fp32 operands as an error before raising: quiet only here
+        log = logging.getLogger("torch._subclasses.fake_tensor")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            return orig(a, b, *args, **kwargs)
+        finally:
+            log.setLevel(level)
 
-    log = logging.getLogger("torch._subclasses.fake_tensor")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
     torch._grouped_mm = grouped_mm  # torch.nn.functional.grouped_mm calls it by this name
     try:
         yield
     except RuntimeError as e:
-        if "mat_a to be BFloat16" not in str(e) and "grouped_mm" not in str(e):
+        # only a plain fp32 step has fp32 expert operands; under AMP a grouped_mm error is another one
+        if dt is not None or ("mat_a to be BFloat16" not in str(e) and "grouped_mm" not in str(e)):
             raise
         raise DnnmapError(f"{name}: its grouped expert matmuls (torch._grouped_mm) take only bf16 (or, with "
                           f"cuBLASLt, fp16) operands in torch {torch.__version__}, so a plain fp32 training step "
@@ -280,7 +285,6 @@ def _expert_gemms(name: str, amp: str | None, rec: _Recorder) -> Iterator[None]:
                           "(--precision bf16: fp32 master weights, bf16 expert GEMMs)") from None
     finally:
         torch._grouped_mm = orig
-        log.setLevel(level)
         if used and dt is not None:
             rec.expert_gemms = "bfloat16" + (" (stand-in for fp16, same width)" if amp == "fp16" else "")
 
