@@ -239,3 +239,35 @@ def test_grouped_mm_errors_are_translated_only_for_a_plain_fp32_step() -> None:
         raise RuntimeError("grouped_mm: expected mat_a to be BFloat16")
     assert log.level == before
 
+
+QWEN_MOE = dict(architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe", hidden_size=64, intermediate_size=128,
+                moe_intermediate_size=64, shared_expert_intermediate_size=64, num_attention_heads=4,
+                num_key_value_heads=2, num_hidden_layers=4, vocab_size=256, max_position_embeddings=512,
+                num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[0],
+                tie_word_embeddings=False)
+
+
+def test_moe_layer_count_from_the_config(tmp_path) -> None:  # noqa: ANN001
+    """Qwen-MoE with ``mlp_only_layers=[0]``: 3 of the 4 layers have experts, whichever 2 were captured
+    (layers 0 and 1: one dense, one MoE, which read as half the layers)."""
+    import json
+
+    from dnnmap.api import train
+
+    p = tmp_path / "qwen-moe.json"
+    p.write_text(json.dumps(QWEN_MOE))
+    est = train(f"hf:{p}", "h100-sxm5", batch=2, seq_len=16, precision="bf16", devices=2, ep=2)
+    assert est.all_to_alls == 4 * 3  # 4 per MoE layer (dispatch, combine, their transposes), pp=1, one micro-batch
+    assert est.breakdown["ep_comm"] == pytest.approx(4 * 3 * est.breakdown["ep_all_to_all"], rel=1e-9)
+
+
+
+def test_captured_blocks_without_experts_are_refused_by_name(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from dnnmap.api import train
+
+    p = tmp_path / "qwen-moe.json"
+    p.write_text(json.dumps({**QWEN_MOE, "mlp_only_layers": [0, 1]}))  # the 2 captured layers are dense
+    with pytest.raises(DnnmapError, match="captured block.* have no experts .*2 of its 4 layers do.*mlp_only_layers"):
+        train(f"hf:{p}", "h100-sxm5", batch=2, seq_len=16, precision="bf16", devices=2, ep=2)

@@ -48,7 +48,7 @@ from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import HardwareProfile
 from dnnmap.ir import Graph, Role
 from dnnmap.mapping.api import resolve_profile
-from dnnmap.mapping.moe import is_expert_param, moe_blocks, moe_of
+from dnnmap.mapping.moe import is_expert_param, moe_blocks, moe_of, sparse_layers
 from dnnmap.parallel import (
     ParallelPlan,
     balance_stages,
@@ -88,6 +88,7 @@ class ModelInfo:
     kv_heads: int | None
     hidden: int
     moe: dict | None = None  # {"experts": E, "top_k": k} of a mixture-of-experts model
+    moe_layers: int = 0  # layers with experts (from the config: some may be dense)
 
 
 def model_info(name: str) -> ModelInfo:
@@ -97,8 +98,9 @@ def model_info(name: str) -> ModelInfo:
     if cfg is None:
         raise DnnmapError(f"{name}: multi-device plans need a transformer with a Hugging Face config (hf:...)")
     get = lambda *ks: next((getattr(cfg, k) for k in ks if getattr(cfg, k, None)), None)  # noqa: E731
-    return ModelInfo(int(get("num_hidden_layers", "n_layer")), get("num_attention_heads", "n_head"),
-                     get("num_key_value_heads"), int(get("hidden_size", "n_embd")), moe_of(cfg))
+    layers, moe = int(get("num_hidden_layers", "n_layer")), moe_of(cfg)
+    return ModelInfo(layers, get("num_attention_heads", "n_head"), get("num_key_value_heads"),
+                     int(get("hidden_size", "n_embd")), moe, sparse_layers(cfg, layers) if moe else 0)
 
 
 def component(path: str, first_block: dict[str, bool]) -> str:
@@ -289,7 +291,13 @@ def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelI
     tp_ar = collective_s("all_reduce", act_bytes, plan.tp, level_for(prof, plan.tp_span)) if plan.tp > 1 else 0.0
     tp_layer = (FORWARD_ALL_REDUCES_PER_LAYER + BACKWARD_ALL_REDUCES_PER_LAYER) * tp_ar
     a2a = ep_all_to_all_s(prof, plan, info, mb, s.seq_len, s.precision.bytes_per_element)
-    moe_share = sm.moe_blocks / sm.blocks_captured if a2a and sm.blocks_captured else 0.0  # of the layers
+    if a2a and not sm.moe_blocks:
+        raise DnnmapError(f"ep={plan.ep}: the {sm.blocks_captured} captured block(s) of {s.model} have no experts "
+                          f"({info.moe_layers} of its {info.layers} layers do: the config makes the first ones dense, "
+                          "e.g. first_k_dense_replace / mlp_only_layers / decoder_sparse_step), so their expert "
+                          "weights and time cannot be split over ep")
+    # the layers with experts, by the config (the captured blocks may be the dense first ones)
+    moe_share = info.moe_layers / info.layers if a2a else 0.0
     per_moe_layer = all_to_alls_per_moe_layer(s.recompute)
     ep_layer = per_moe_layer * a2a * moe_share
     stages = _stage_blocks(sm, info, plan, tp_layer + ep_layer)
