@@ -219,7 +219,7 @@ figures or say `estimated`, and the mapper's constants are derived in its docstr
 
 - the rows run as CUDA graphs (NVIDIA's TensorRT harness replays them): one host launch, then
   the device's `kernel_gap_us` between kernels. Batch 1 is set by small, few-SM kernels; the
-  A100 and Orin batch-1 rows come out 2.1x and 1.5x too fast, the L4's 1.15x too slow (the model
+  A100 and Orin batch-1 rows come out 2.0x and 1.35x too fast, the L4's 1.3x too slow (the model
   has no per-kernel cost beyond the gap, one DRAM latency per wave and the output write);
 - GPU L2 residency is modelled (activations by reuse distance; weights when they fit beside the
   largest activation set), so batch-1 weights stay in L2 on the A100 / H100 / L4;
@@ -232,11 +232,13 @@ Which cases informed which choice: none of these rows set a constant. The table 
 after the GPU model was built (issue 8), and two changes were tried against it — fill/drain
 hidden by co-resident blocks, and the best Offline batch instead of 256 — neither helped and
 both were reverted. The earlier median (17 %) came from an additive 4 us launch per kernel,
-which the two-timeline model replaced. The GEMM wave pipeline (one DRAM latency before each
-wave's K loop, the output tiles written after it; `mapping/gpu.py`), added for the NeuSight
-short-K attention GEMMs, moved this table from 28 % to 24 %: large-batch rows 2-9 % slower,
-batch-1 A100 faster (split-K, whose short per-split loops the old `k_iters / (k_iters + 2)`
-penalised, is now priced by time, not by step count) and L4 batch 1 closer.
+which the two-timeline model replaced. Two changes made today for the NeuSight GEMMs moved it:
+the GEMM wave pipeline (one DRAM latency before each wave's K loop, the output tiles written
+after it; `mapping/gpu.py`) took it from 28 % to 24 % (large-batch rows 2-9 % slower; batch-1
+A100 faster, as split-K's short per-split loops are now priced by time, not by step count), and
+writing split-K partial sums at 4 bytes (they are fp32 / int32 accumulators, not int8) took it to
+29 % (L4 batch 1 0.87 -> 0.75, Orin 1.52 -> 1.35, A100 2.09 -> 2.01). Both are kept: they are
+the kernels' physics, and this table is not what decides them.
 """
 
 

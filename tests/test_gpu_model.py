@@ -149,7 +149,8 @@ def test_simt_sgemm_tiles_and_issue() -> None:
 
 def test_shared_memory_feeds_small_simt_tiles_below_the_ffma_rate() -> None:
     # 2 sqrt(t) operands x 4 B x 32 threads per K element over 128 B / clock, against 32 t / lanes
-    assert simt_smem(8, 64) == pytest.approx((32 * 8 / 64) / (2 * math.sqrt(8) * 4 * 32 / 128))
+    # t = 8 on 64 lanes: FFMAs 32 x 8 / 64 = 4 clocks a warp; loads 2 x 2.828 x 4 B x 32 / 128 = 5.657
+    assert simt_smem(8, 64) == pytest.approx(4 / 5.657, rel=1e-4)
     assert simt_smem(64, 64) == 1.0 and simt_smem(64, 128) == 1.0  # 8 x 8 per thread: fed
     assert simt_smem(16, 128) == pytest.approx(0.5)  # 4 x 4 per thread on a 128-lane Pascal SM
     # a big fp32 GEMM on a V100 no longer picks the 8-outputs-a-thread 32 x 32 tile
@@ -169,10 +170,12 @@ def test_short_k_gemm_pays_its_epilogue() -> None:
     d = Device.of(v100, "fp32", tf32="off")
     rates = sm_rates(d, d.tensor_peak)
     short = gemm_tiling(512, 512, 64, 128, v100.gpu, 4, simt=True, rates=rates)
-    per_sm = min(short.resident, math.ceil(short.blocks / v100.gpu.sms))
-    main = per_sm * 2 * short.tm * short.tn * 64 / (rates[0] * short.in_flight * short.issue)
-    out = per_sm * short.tm * short.tn * 4 / rates[1]
-    assert short.pipeline == pytest.approx(main / (main + DRAM_LATENCY_S + out))
+    # by hand: 64 x 64 tiles of 64 threads, 9 resident per SM (registers: 65536 / (64 x 104));
+    # 14 TFLOPS / 80 = 175 GFLOP/s and 792 GB/s / 80 = 9.9 GB/s per SM:
+    # main 9 x 2 x 64^3 / 175e9 = 26.96 us, epilogue 9 x 64 x 64 x 4 B / 9.9e9 = 14.89 us
+    assert (short.tm, short.tn, short.threads, short.resident) == (64, 64, 64, 9)
+    assert rates == pytest.approx((175e9, 9.9e9))
+    assert short.pipeline == pytest.approx(26.96 / (26.96 + DRAM_LATENCY_S * 1e6 + 14.89), rel=1e-3)
     long = gemm_tiling(512, 512, 4096, 128, v100.gpu, 4, simt=True, rates=rates)
     # the kernel tables (development set) show K ~ 64 bmms at 0.55-0.6x a long-K bmm's efficiency
     assert short.pipeline < 0.75 * long.pipeline

@@ -136,8 +136,20 @@ def test_timing_overhead_is_the_largest_constant_every_row_allows() -> None:
     assert over["linear"] == pytest.approx(20e-6, abs=50e-9)  # less a hair (1e-6 of the roofline)
     assert out[0].latency_s == pytest.approx(30e-6, abs=50e-9)
     assert out[1].latency_s >= big / peak
-    # a generic CSV is taken as kernel times: nothing is subtracted there
-    assert without_timing_floor([], t4) == ([], {})
+
+
+
+def test_generic_csv_latencies_are_taken_as_kernel_times(tmp_path: Path) -> None:
+    # no timing overhead is subtracted from a generic CSV: its rows keep their latencies
+    f = tmp_path / "k.csv"
+    f.write_text("op,precision,b,m,n,k,bytes,latency_ms,source,device\n"
+                 "linear,fp32,1,64,64,64,,0.05,a test,Tesla T4\n"
+                 "linear,fp32,1,512,512,512,,0.09,a test,Tesla T4\n")
+    cal = import_profile(f, load_profile("t4")).calibration
+    pts = {p.m: p.achieved_tflops for p in cal.gemm_points[Precision.FP32]}
+    assert pts[64] == pytest.approx(2 * 64**3 / 0.05e-3 / 1e12, rel=1e-5)  # stored to 6 digits
+    assert pts[512] == pytest.approx(2 * 512**3 / 0.09e-3 / 1e12, rel=1e-5)
+    assert "overhead subtracted" not in cal.meta.notes
 
 
 def test_softmax_of_a_measured_size_predicts_the_measured_latency(imported) -> None:  # noqa: ANN001

@@ -37,7 +37,9 @@ family), with two more factors:
 - shared-memory bandwidth: per K element a thread of a ``t``-output tile reads ``2 sqrt(t)``
   fp32 operands from shared memory, which delivers ``SMEM_BYTES_PER_CLK`` = 128 bytes a clock
   per SM (32 banks x 32 bits; one warp-wide 32-bit load a clock), while its FFMAs take
-  ``32 t / lanes-per-SM`` clocks a warp: ``smem = min(1, 16 sqrt(t) / lanes-per-SM)``. 1.0 for
+  ``32 t / lanes-per-SM`` clocks a warp: ``smem = min(1, 16 sqrt(t) / lanes-per-SM)`` (each
+  thread's bytes counted: warp broadcasts of shared A / B fragments are not credited, so this
+  errs slow). The inner loop runs at ``min(issue, smem)``: two resources working at once. 1.0 for
   the 8x8-per-thread tiles cuBLAS favours; a 32x32 tile of 128 threads (8 outputs a thread)
   runs at 0.71 of the FFMA rate on a 64-lane SM, a 4x4-per-thread tile at 0.5 on a 128-lane one
   (Pascal GP104, Ada).
@@ -135,7 +137,9 @@ class GemmTiling:
 
     @property
     def efficiency(self) -> float:
-        return self.quantization * self.fill * self.pipeline * self.in_flight * self.issue * self.smem
+        # instruction issue and shared-memory bandwidth are separate resources working at once:
+        # the inner loop runs at the slower of the two, not their product
+        return self.quantization * self.fill * self.pipeline * self.in_flight * min(self.issue, self.smem)
 
 
 def resident_blocks(sm: SmLimits | GpuCompute, tm: int, tn: int, threads: int | None = None,
@@ -212,14 +216,17 @@ def _candidate(m: int, n: int, k: int, batch: int, sm: SmLimits, tm: int, tn: in
         per_sm = min(r, math.ceil(blocks / sm.sms))  # blocks co-resident on a busy SM
         in_flight, issue, threads, smem = min(1.0, per_sm * tm * tn / FULL_RATE_TILE_AREA), 1.0, 0, 1.0
     else:
-        threads, elem = simt
+        threads, _ = simt
         r = resident_blocks(sm, tm, tn, threads, (tm + tn) * SIMT_K_STEP * elem * SIMT_STAGES)
         per_sm = min(r, math.ceil(blocks / sm.sms))
         in_flight = min(1.0, per_sm * threads / sm.warp / SCHEDULERS_PER_SM)
         issue = simt_issue(tm * tn // threads, sm.warp, sm.lanes_per_scheduler)
         smem = simt_smem(tm * tn // threads, sm.lanes_per_scheduler * SCHEDULERS_PER_SM)
     per_sm = max(1, per_sm)
-    pipeline = wave_pipeline(per_sm, 2.0 * tm * tn * it * k_step, tm * tn * elem, rates, in_flight, issue * smem)
+    # the epilogue writes the output tile at the operand width (fp8 GEMMs that write bf16 are
+    # counted at 1 byte: not modelled), split-K partial sums in fp32
+    out_bytes = tm * tn * (4 if split > 1 else elem)
+    pipeline = wave_pipeline(per_sm, 2.0 * tm * tn * it * k_step, out_bytes, rates, in_flight, min(issue, smem))
     return GemmTiling(
         tm=tm, tn=tn, split_k=split, blocks=blocks, resident=r,
         waves=math.ceil(blocks / (sm.sms * r)),
@@ -287,8 +294,8 @@ def _gemm(work: Work, dev: Device, gpu: GpuCompute) -> Placement:
         f"{active}/{gpu.sms} {unit}s: {t.blocks} blocks of {t.tm}x{t.tn}{split}, {t.waves} wave(s); "
         f"quantization {t.quantization:.0%} x tile fill {t.fill:.0%} x pipeline {t.pipeline:.0%}"
         + (f" x in flight {t.in_flight:.0%}" if t.in_flight < 1 else "")
-        + (f" x issue {t.issue:.0%}" if t.issue < 1 else "")
-        + (f" x shared memory {t.smem:.0%}" if t.smem < 1 else "")
+        + (f" x issue {t.issue:.0%}" if t.issue < 1 and t.issue <= t.smem else "")
+        + (f" x shared memory {t.smem:.0%}" if t.smem < 1 and t.smem < t.issue else "")
         + f" -> {t.efficiency:.1%} of {engine} peak"
     )
     # split-K partial sums: each split writes an fp32 M x N tile and the reduction reads it back
