@@ -340,3 +340,15 @@ def test_generate_moe_with_ep(tmp_path: Path) -> None:
     assert ep4.meta["plan"]["ep"] == 4 and ep4.rows[0].fits and ep4.rows[0].e2e_s
     assert ep4.rows[0].memory.weights < dp4.rows[0].memory.weights  # experts / 4
     assert ep4.rows[0].ttft_s != dp4.rows[0].ttft_s  # all-to-alls, expert traffic of 2 of 8 experts
+
+
+def test_cli_plan_auto_ep_1_pins_no_expert_parallelism(tmp_path: Path) -> None:
+    plans = {}
+    for args in ([], ["--ep", "1"]):
+        p = tmp_path / f"r{len(args)}.json"
+        r = CliRunner().invoke(app, ["analyze", MOE, "-H", "h100-sxm5", "--batch", "2", "--seq-len", "8",
+                                     "--precision", "bf16", "--devices", "4", "--plan", "auto", "--json", str(p), *args])
+        assert r.exit_code == 0, r.output
+        plans[len(args)] = [row["plan"] for row in json.loads(p.read_text())["plans"]]
+    assert any("-ep" in p for p in plans[0])  # without --ep every ep is searched
+    assert plans[2] and not any("-ep" in p for p in plans[2])  # --ep 1: none

@@ -222,6 +222,9 @@ def test_plan_auto_searches_expert_parallelism() -> None:
     fixed = train(MOE, "h100-sxm5", batch=4, seq_len=16, precision="bf16", devices=4, plan="auto", ep=2, top=1000)
     assert {e.plan.ep for e in fixed} == {2} and all(e.all_to_alls == 4 * LAYERS * e.plan.microbatches
                                                      for e in fixed if e.plan.pp == 1)
+    # --ep 1 pins ep to 1 (not "search every ep")
+    dense = train(MOE, "h100-sxm5", batch=4, seq_len=16, precision="bf16", devices=4, plan="auto", ep=1, top=1000)
+    assert {e.plan.ep for e in dense} == {1} and all(e.all_to_alls == 0 for e in dense)
 
 
 def test_grouped_mm_errors_are_translated_only_for_a_plain_fp32_step() -> None:

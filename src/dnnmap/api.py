@@ -83,7 +83,7 @@ def analyze(
     pp: int = 1,
     dp: int | None = None,
     microbatches: int = 1,
-    ep: int = 1,
+    ep: int | None = None,
     plan: str | None = None,
     top: int = 5,
     **scenario_kwargs: Any,
@@ -111,8 +111,8 @@ def analyze(
     if plan is not None:
         from dnnmap.parallel.inference import search_analyze
 
-        return search_analyze(s, prof, _auto_devices(plan, devices, tp, pp, dp, microbatches), top,
-                              ep=ep if ep > 1 else None)
+        return search_analyze(s, prof, _auto_devices(plan, devices, tp, pp, dp, microbatches), top, ep=ep)
+    ep = ep or 1  # --ep not given: no expert parallelism (with --plan auto: every ep searched)
     if _parallel(devices, tp, pp, dp, microbatches, ep):
         from dnnmap.parallel.inference import estimate_parallel, plan_for
 
@@ -157,7 +157,7 @@ def compare(
     pp: int = 1,
     dp: int | None = None,
     microbatches: int = 1,
-    ep: int = 1,
+    ep: int | None = None,
     **scenario_kwargs: Any,
 ):  # noqa: ANN201 - mapping.Comparison
     """Map one capture and one partition of ``model`` onto several devices side by side.
@@ -179,6 +179,7 @@ def compare(
         profiles = [_profile(h, hardware_dirs) for h in hardware]
     s = scenario(model, batch=batch, precision=precision, mode=mode, strategy=strategy, streams=streams,
                  onchip_budget_bytes=onchip_budget_bytes, **scenario_kwargs)
+    ep = ep or 1
     if _parallel(devices, tp, pp, dp, microbatches, ep):
         return _compare_parallel(s, profiles, baseline, devices, tp, pp, dp, microbatches, ep)
     return compare_scenario(s, profiles, baseline=baseline)
@@ -212,7 +213,7 @@ def _profile(hardware: Any, hardware_dirs: Sequence[str]):  # noqa: ANN202
 
 def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = None, optimizer: str = "adamw",
           precision: str = "fp32", recompute: str = "none", devices: int = 1, dp: int | None = None, tp: int = 1,
-          pp: int = 1, microbatches: int = 1, zero: int = 0, ep: int = 1, plan: str | None = None, top: int = 5,
+          pp: int = 1, microbatches: int = 1, zero: int = 0, ep: int | None = None, plan: str | None = None, top: int = 5,
           **scenario_kw: Any):  # noqa: ANN201 - TrainEstimate, or a list of them for plan="auto"
     """One training step (forward, loss, backward, optimizer) on one device or ``devices``.
 
@@ -229,8 +230,8 @@ def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = No
     if plan is not None:
         from dnnmap.training.search import search
 
-        return search(s, hardware, _auto_devices(plan, devices, tp, pp, dp, microbatches), top=top,
-                      ep=ep if ep > 1 else None)
+        return search(s, hardware, _auto_devices(plan, devices, tp, pp, dp, microbatches), top=top, ep=ep)
+    ep = ep or 1  # --ep not given: no expert parallelism (with --plan auto: every ep searched)
     if devices == 1 and (dp or 1) * tp * pp == 1 and ep == 1:
         return train_step(s, hardware)
     from dnnmap.errors import DnnmapError
@@ -263,8 +264,9 @@ def generate(model: str, hardware: Any, prompt: int, gen: int, batch: int | Sequ
             raise DnnmapError(f"--plan auto ranks plans at one batch size; give one --batch, not {batches}")
         n = _auto_devices(plan, kw.pop("devices", None), kw.pop("tp", 1), kw.pop("pp", 1), kw.pop("dp", None),
                           kw.pop("microbatches", 1))
-        ep = kw.pop("ep", 1)
-        return search_generate(model, hardware, prompt, gen, batches[0], n, top, ep=ep if ep > 1 else None, **kw)
+        return search_generate(model, hardware, prompt, gen, batches[0], n, top, ep=kw.pop("ep", None), **kw)
+    if kw.get("ep") is None:
+        kw.pop("ep", None)  # --ep not given: no expert parallelism
     if any(kw.get(k) not in (None, 1) for k in _PLAN_KEYS):
         from dnnmap.parallel.inference import generate_parallel
 

@@ -183,8 +183,9 @@ DpOpt = Annotated[int | None, typer.Option("--dp", min=1, help="Replicas (defaul
 MicrobatchesOpt = Annotated[int, typer.Option("--microbatches", min=1, help="With --pp: the batch streams through "
                                               "the stages in this many micro-batches (latency: fill + drain; "
                                               "throughput: one micro-batch per slowest stage)")]
-EpOpt = Annotated[int, typer.Option("--ep", min=1, help="Expert parallelism (MoE): experts split over ep of the dp "
-                                    "replicas, tokens sent by all-to-all")]
+EpOpt = Annotated[int | None, typer.Option("--ep", min=1, help="Expert parallelism (MoE): experts split over ep of "
+                                           "the dp replicas, tokens sent by all-to-all (default 1; with --plan auto "
+                                           "every ep is searched unless given, --ep 1 included)")]
 PlanOpt = Annotated[str | None, typer.Option("--plan", help="'auto': the fastest plans that fit --devices N "
                                              "(with the runners-up)")]
 

@@ -72,7 +72,7 @@ def generate(
     pp: PpOpt = 1,
     dp: DpOpt = None,
     microbatches: MicrobatchesOpt = 1,
-    ep: EpOpt = 1,
+    ep: EpOpt = None,
     plan: PlanOpt = None,
     plot: PlotOpt = None,
     json_out: JsonOpt = None,

@@ -44,7 +44,7 @@ def train(
     pp: PpOpt = 1,
     microbatches: Annotated[int, typer.Option("--microbatches", min=1)] = 1,
     zero: Annotated[int, typer.Option("--zero", min=0, max=3)] = 0,
-    ep: EpOpt = 1,
+    ep: EpOpt = None,
     plan: PlanOpt = None,
     plot: PlotOpt = None,
     json_out: JsonOpt = None,
