@@ -352,3 +352,14 @@ def test_cli_plan_auto_ep_1_pins_no_expert_parallelism(tmp_path: Path) -> None:
         plans[len(args)] = [row["plan"] for row in json.loads(p.read_text())["plans"]]
     assert any("-ep" in p for p in plans[0])  # without --ep every ep is searched
     assert plans[2] and not any("-ep" in p for p in plans[2])  # --ep 1: none
+
+
+def test_train_takes_the_shared_plan_options(gpt2: str, tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    r = CliRunner().invoke(app, ["train", gpt2, "-H", "h100-sxm5", "--seq-len", "8", "--batch", "2", "--tp", "2",
+                                 "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    row = json.loads(out.read_text())["results"][0]
+    assert row["devices"] == 2 and row["plan"].startswith("dp1-tp2-")  # --devices defaults to dp x tp x pp
+    helps = [CliRunner().invoke(app, [cmd, "--help"], env={"COLUMNS": "200"}).output for cmd in ("train", "analyze")]
+    assert all("Data-parallel" in h and "Micro-batches" in h for h in helps)  # one declaration, one help

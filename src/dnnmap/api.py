@@ -212,8 +212,9 @@ def _profile(hardware: Any, hardware_dirs: Sequence[str]):  # noqa: ANN202
 
 
 def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = None, optimizer: str = "adamw",
-          precision: str = "fp32", recompute: str = "none", devices: int = 1, dp: int | None = None, tp: int = 1,
-          pp: int = 1, microbatches: int = 1, zero: int = 0, ep: int | None = None, plan: str | None = None, top: int = 5,
+          precision: str = "fp32", recompute: str = "none", devices: int | None = None, dp: int | None = None,
+          tp: int = 1, pp: int = 1, microbatches: int = 1, zero: int = 0, ep: int | None = None,
+          plan: str | None = None, top: int = 5,
           **scenario_kw: Any):  # noqa: ANN201 - TrainEstimate, or a list of them for plan="auto"
     """One training step (forward, loss, backward, optimizer) on one device or ``devices``.
 
@@ -232,6 +233,8 @@ def train(model: Any, hardware: Any, *, batch: int = 1, seq_len: int | None = No
 
         return search(s, hardware, _auto_devices(plan, devices, tp, pp, dp, microbatches), top=top, ep=ep)
     ep = ep or 1  # --ep not given: no expert parallelism (with --plan auto: every ep searched)
+    if devices is None:  # not given: dp x tp x pp
+        devices = (dp or 1) * tp * pp
     if devices == 1 and (dp or 1) * tp * pp == 1 and ep == 1:
         return train_step(s, hardware)
     from dnnmap.errors import DnnmapError

@@ -173,16 +173,16 @@ HostOpt = Annotated[
 ]
 
 
-# a plan on many devices (analyze, compare, generate): one declaration each
+# a plan on many devices (analyze, compare, generate, train): one declaration each
 DevicesOpt = Annotated[int | None, typer.Option("--devices", min=1, help="Devices (default dp x tp x pp)")]
 TpOpt = Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel degree (Megatron; all-reduces on the "
                                     "profile's interconnect)")]
 PpOpt = Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages, balanced by predicted time")]
-DpOpt = Annotated[int | None, typer.Option("--dp", min=1, help="Replicas (default: devices / (tp x pp)); "
-                                           "throughput x dp")]
-MicrobatchesOpt = Annotated[int, typer.Option("--microbatches", min=1, help="With --pp: the batch streams through "
-                                              "the stages in this many micro-batches (latency: fill + drain; "
-                                              "throughput: one micro-batch per slowest stage)")]
+DpOpt = Annotated[int | None, typer.Option("--dp", min=1, help="Data-parallel replicas (default: devices / (tp x pp)); "
+                                           "inference: throughput x dp; train: the global batch split dp ways")]
+MicrobatchesOpt = Annotated[int, typer.Option("--microbatches", min=1, help="Micro-batches per replica; with --pp "
+                                              "they stream through the stages (inference latency: fill + drain; "
+                                              "train: 1F1B)")]
 EpOpt = Annotated[int | None, typer.Option("--ep", min=1, help="Expert parallelism (MoE): experts split over ep of "
                                            "the dp replicas, tokens sent by all-to-all (default 1; with --plan auto "
                                            "every ep is searched unless given, --ep 1 included)")]

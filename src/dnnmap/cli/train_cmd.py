@@ -7,9 +7,12 @@ from typing import Annotated
 import typer
 
 from dnnmap.cli.common import (
+    DevicesOpt,
+    DpOpt,
     EpOpt,
     ForceOpt,
     JsonOpt,
+    MicrobatchesOpt,
     PlanOpt,
     PlotOpt,
     PpOpt,
@@ -38,11 +41,11 @@ def train(
     mode: Annotated[str, typer.Option("--mode", help="eager, compiled, cudagraph")] = "eager",
     attn_implementation: Annotated[str | None, typer.Option("--attn-implementation")] = None,
     tf32: Annotated[str, typer.Option("--tf32", help="default, on, off")] = "default",
-    devices: Annotated[int, typer.Option("--devices", min=1)] = 1,
-    dp: Annotated[int | None, typer.Option("--dp", min=1)] = None,
+    devices: DevicesOpt = None,
+    dp: DpOpt = None,
     tp: TpOpt = 1,
     pp: PpOpt = 1,
-    microbatches: Annotated[int, typer.Option("--microbatches", min=1)] = 1,
+    microbatches: MicrobatchesOpt = 1,
     zero: Annotated[int, typer.Option("--zero", min=0, max=3)] = 0,
     ep: EpOpt = None,
     plan: PlanOpt = None,
@@ -68,7 +71,7 @@ def train(
         write_json(json_out, {"results": [e.summary() for e in ests]}, force)  # one layout, one plan or many
         if str(json_out) == "-":
             return
-    t = Table(title=f"training step: {model} on {devices} x {hardware}")
+    t = Table(title=f"training step: {model} on {ests[0].devices} x {hardware}")
     for col in ("plan", "step ms", "fwd ms", "bwd ms", "opt ms", "comm ms", "bubble ms", "samples/s", "tokens/s",
                 "MFU", "peak GB", "fits"):
         t.add_column(col, justify="right")
