@@ -122,3 +122,21 @@ def test_cli_analyze_and_generate_with_tp(gpt2: str, tmp_path: Path) -> None:
     assert any(n.startswith("parallel dp1-tp2-pp1") for n in json.loads(r.output)["notes"])
     r = CliRunner().invoke(app, ["analyze", gpt2, "-H", "h100-sxm5", "--tp", "3"])
     assert r.exit_code != 0 and "attention heads" in r.output
+
+
+def test_request_energy_counts_every_device(gpt2: str, one) -> None:
+    # pp2: the same kernels (cut in two stages, on two devices), both devices idle-powered over the
+    # (longer) latency: dynamic energy equals one device's, idle energy doubles
+    h100 = load_profile("h100-sxm5")
+    idle_w = h100.power.idle_w
+    dyn_one = sum(sg.dynamic_energy_j for sg in one.subgraphs)
+    assert one.energy_j == pytest.approx(dyn_one + idle_w * one.latency_s, rel=1e-9)
+    pp2 = analyze(gpt2, "h100-sxm5", pp=2, **KW)
+    assert pp2.energy_j == pytest.approx(dyn_one + 2 * idle_w * pp2.latency_s, rel=1e-9)
+    # tp2: each rank runs half of every sharded GEMM and all of the replicated ops (norms, the
+    # embedding; a large share of this tiny model): the two ranks' kernels together do at least
+    # one device's work and at most twice it; two devices draw idle power (the old figure was one
+    # rank's energy: below one device's work)
+    tp2 = analyze(gpt2, "h100-sxm5", tp=2, **KW)
+    dyn_tp2 = tp2.energy_j - 2 * idle_w * tp2.latency_s
+    assert dyn_one * 0.9 < dyn_tp2 < dyn_one * 2

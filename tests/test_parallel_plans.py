@@ -65,7 +65,9 @@ def _stub(block_s: list[float]) -> tuple[Any, _Est]:
                                      target="aten.mm.default") for i in range(len(block_s))}
     graph = SimpleNamespace(op=ops.__getitem__, ops=list(ops.values()))
     part = SimpleNamespace(graph=graph, subgraphs=[SimpleNamespace(op_ids=[k]) for k in ops])
-    est = _Est(sum(block_s), tuple(SimpleNamespace(latency_s=t, host_s=0.0) for t in block_s))
+    # 1 J of kernel work per kernel-second; 0.5 W idle over the latency
+    est = _Est(sum(block_s), tuple(SimpleNamespace(latency_s=t, host_s=0.0, dynamic_energy_j=t) for t in block_s),
+               energy_j=sum(block_s) + 0.5 * sum(block_s))
     return part, est
 
 
@@ -85,7 +87,8 @@ def test_microbatches_stream_at_one_per_slowest_stage(m: int, decode: bool, late
     assert out.latency_s == pytest.approx(latency)
     assert p["throughput_per_s"] == pytest.approx(throughput)
     assert p["bubble_s"] == pytest.approx(latency - m * 3.0)
-    assert out.batch == 2 * m and out.energy_j == pytest.approx(m)  # the request: every micro-batch
+    # the request: every micro-batch's kernels (4 J each), both stages' devices idle over the latency
+    assert out.batch == 2 * m and out.energy_j == pytest.approx(m * 4.0 + 2 * 0.5 * latency)
 
 
 def test_generate_decode_rate_with_pp_is_the_batch_per_step(gpt2: str) -> None:

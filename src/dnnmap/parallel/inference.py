@@ -31,6 +31,9 @@ training hook), then:
   * the bubble: the latency less ``m`` x the slowest stage (when the busiest device waits);
 - data parallelism runs ``dp`` replicas of the request batch: throughput x ``dp``, latency unchanged.
 
+Energy of a request: every rank's kernels and every device's idle power over the latency
+(:func:`request_energy_j`); communication energy is not modelled.
+
 Memory per device: weights / (tp x pp), expert weights / (ep x tp x pp), peak activations of a
 micro-batch / tp, KV cache / (tp x pp) (a KV head is not split: with fewer KV heads than ``tp``
 they are replicated), workspace whole.
@@ -144,8 +147,24 @@ class InferenceParallel:
                 "communication_s": tp_comm + ep_comm + (len(stages) - 1) * send, "period_s": period,
                 "latency_s": latency, "bubble_s": max(latency - m * max(stages), 0.0),
                 "throughput_per_s": (m * batch / latency if decode else batch / period) * p.dp if period > 0 else 0.0}
-        return replace(est, latency_s=latency, batch=batch * m, energy_j=est.energy_j * m,
+        return replace(est, latency_s=latency, batch=batch * m, energy_j=request_energy_j(est, p, m, latency),
                        meta={**dict(est.meta), "parallel": info})
+
+
+def request_energy_j(est: Any, plan: ParallelPlan, microbatches: int, latency_s: float) -> float:
+    """Energy of one request on its replica's ``tp x pp`` devices: each of the ``tp`` ranks does
+    ``est``'s kernel work (one rank's shard of every layer; the ``pp`` stages split the layers,
+    not the work) for each micro-batch, and every device draws its idle power for the whole
+    latency (bubbles included). Communication energy is not modelled.
+
+    >>> from types import SimpleNamespace as N
+    >>> e = N(subgraphs=(N(dynamic_energy_j=2.0),), energy_j=2.0 + 1.0, latency_s=0.5)  # idle 2 W
+    >>> request_energy_j(e, ParallelPlan(tp=2, pp=2), 3, 4.0)   # 2 x 3 x 2 J + 4 x 2 W x 4 s
+    44.0
+    """
+    dynamic = sum(sg.dynamic_energy_j for sg in est.subgraphs)
+    idle_w = (est.energy_j - dynamic) / est.latency_s if est.latency_s > 0 else 0.0
+    return plan.tp * microbatches * dynamic + plan.tp * plan.pp * idle_w * latency_s
 
 
 def shard(part: Any, works: tuple, tp: int) -> tuple:
