@@ -24,12 +24,8 @@ from dnnmap.parallel import ParallelPlan, collective_s
 from dnnmap.parallel.inference import InferenceParallel
 from dnnmap.parallel.search import candidate_plans
 from dnnmap.report.schemas import model_for
+from test_inference_parallel import GPT2, LLAMA  # the same tiny configs (hidden 64, 2 layers)
 
-GPT2 = dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", n_embd=64, n_head=4, n_layer=2, n_positions=512,
-            vocab_size=100, bos_token_id=0, eos_token_id=0)
-LLAMA = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=128,
-             num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2, vocab_size=100,
-             max_position_embeddings=512, tie_word_embeddings=False)
 S, HIDDEN, ELEM = 32, 64, 2  # tokens, hidden, bf16 bytes
 KW = dict(seq_len=S, precision="bf16", dtype="bf16")
 MOE = "hf:tiny-moe"  # bundled: hidden 64, 2 layers, 8 experts, top-2, expert FFN 128
