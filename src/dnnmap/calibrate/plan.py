@@ -157,10 +157,17 @@ def plan_for(device: str, quick: bool = False) -> Plan:
     cap = 2e9  # FLOPs: above ~10 ms a point has reached its asymptotic throughput
     return Plan(
         device="cpu",
+        # n up to 32768: a vocabulary projection (32 000 - 152 000 outputs) is a GEMM whose
+        # weight (100+ MB) no cache holds; its B panels are packed from DRAM and it runs ~30 %
+        # below a 3072-wide layer on this host's 32 MB L3 (a clamped grid priced it as one).
+        # The FLOP cap is 10x the conv grids': on a shared-L3 host, GEMMs whose operands outgrow
+        # the caches slow down (2048^3 ran at 0.77x the rate of the skinny shapes the grid used
+        # to fill it from), so throughput has not saturated at 10 ms; the points from 2e9 to
+        # 2e10 FLOPs add ~50 s a calibration.
         gemm_fp32=GemmGrid(
             "float32", m=(1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096),
-            n=(32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072),
-            k=(32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072), max_flops=cap,
+            n=(32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 8192, 32768),
+            k=(32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072), max_flops=10 * cap,
         ),
         # bf16 runs where torch supports it; without native bf16 FMA it is emulated and slow,
         # so the grid is cut at 2e8 FLOPs a point (~0.1 s at 2 GFLOP/s).

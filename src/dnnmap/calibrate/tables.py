@@ -66,15 +66,27 @@ def _rate(flops: int, seconds: float, dispatch: float, peak: float) -> float:
 
 
 def _shape_table(points: Iterable[tuple[int, int, int, float]]) -> list[dict[str, Any]]:
-    """Sorted (m, n, k) grid rows in TFLOPS; a missing grid point is filled from its nearest
-    measured neighbour in log-space (bf16 grids cut by a FLOP cap)."""
+    """Sorted (m, n, k) grid rows in TFLOPS. A missing grid point above every measured m of its
+    (n, k) column (cut by a FLOP cap: the largest problems) takes that column's largest measured
+    m: throughput rises with m and saturates, and the same n x k operand sets the cache
+    behaviour. Any other gap is filled from its nearest measured neighbour in log-space.
+
+    >>> rows = _shape_table([(1, 8, 8, 1e11), (4, 8, 8, 2e11), (1, 16, 8, 3e11), (1, 8, 16, 4e11)])
+    >>> [(r["m"], r["n"], r["k"], r["achieved_tflops"]) for r in rows if r["m"] == 4]
+    [(4, 8, 8, 0.2), (4, 8, 16, 0.4), (4, 16, 8, 0.3), (4, 16, 16, 0.2)]
+    """
     pts = {(m, n, k): r for m, n, k, r in points}
     axes = [sorted({key[i] for key in pts}) for i in range(3)]
+    top: dict[tuple[int, int], int] = {}
+    for m, n, k in pts:
+        top[(n, k)] = max(m, top.get((n, k), m))
     rows = []
     for m in axes[0]:
         for n in axes[1]:
             for k in axes[2]:
                 r = pts.get((m, n, k))
+                if r is None and top.get((n, k), m) < m:
+                    r = pts[(top[(n, k)], n, k)]
                 if r is None:
                     near = min(pts, key=lambda q: sum(abs(math.log(a / b)) for a, b in zip(q, (m, n, k), strict=True)))
                     r = pts[near]
