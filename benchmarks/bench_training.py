@@ -65,14 +65,18 @@ def measure_cpu(name: str, batch: int, seq: int | None, layers: int | None, reps
 
 
 def cpu_rows(profile: str) -> list[dict]:
+    from dnnmap.calibrate.quiet import OtherProcessesLoad
+
     rows = []
     for name, batch, seq, layers in CPU_CASES:
+        meter = OtherProcessesLoad()
         meas = measure_cpu(name, batch, seq, layers)
+        others = meter.share()  # CPU share other processes took while this case was timed
         s = Scenario(name, batch=batch, seq_len=seq, optimizer="adamw", mode="eager", layers=layers,
                      attn_implementation="sdpa" if seq else None)
         pred = train_step(s, profile).step_s
         rows.append({"case": f"{name} b{batch}" + (f" s{seq} {layers} layers" if seq else ""), "measured_ms": meas * 1e3,
-                     "predicted_ms": pred * 1e3, "error": pred / meas - 1})
+                     "predicted_ms": pred * 1e3, "error": pred / meas - 1, "others": others})
     return rows
 
 
@@ -126,8 +130,11 @@ CPU_NOTE = [
 
 
 def _table(rows: list[dict]) -> list[str]:
-    out = ["| case | measured ms | predicted ms | error |", "|---|---:|---:|---:|"]
-    out += [f"| {r['case']} | {r['measured_ms']:.1f} | {r['predicted_ms']:.1f} | {r['error']:+.1%} |" for r in rows]
+    others = any("others" in r for r in rows)
+    out = ["| case | measured ms | predicted ms | error |" + (" others |" if others else ""),
+           "|---|---:|---:|---:|" + ("---:|" if others else "")]
+    out += [f"| {r['case']} | {r['measured_ms']:.1f} | {r['predicted_ms']:.1f} | {r['error']:+.1%} |"
+            + (f" {r['others']:.0%} |" if "others" in r else "") for r in rows]
     med = statistics.median(abs(r["error"]) for r in rows)
     out.append(f"\nmedian |error| {med:.1%}, max {max(abs(r['error']) for r in rows):.1%}")
     return out
@@ -144,7 +151,8 @@ def main() -> None:
              "Regenerate: `.venv/bin/python benchmarks/bench_training.py` (writes this file).", "",
              f"## (a) This CPU ({load_profile(args.profile).display_name}), calibrated profile, eager PyTorch", "",
              "forward + cross-entropy + backward + AdamW (per-tensor loop, CPU default); median of 5 after 2 warm-ups.",
-             "The profile comes from `dnnmap calibrate` microbenchmarks only; no training step informed it.", "",
+             "The profile comes from `dnnmap calibrate` microbenchmarks only; no training step informed it. "
+             "`others`: the share of the 2 CPUs other processes used while the case was timed.", "",
              *_table(cpu), "", *CPU_NOTE, "",
              "## (b) NeuSight training labels (fp32, TF32 off, eager attention), datasheet profiles", "",
              "Single V100: forward + loss + backward, no optimizer step. 4 x A100-SXM4-40GB: Megatron-LM GPT2-Large, "
