@@ -1,11 +1,12 @@
 """Calibrated kernels a forward-only GEMM grid does not describe, by hand on the toy CPU:
 few-row GEMMs streaming cold weights (decode), ``convolution_backward`` and training op kinds
-(backward), and the first touch of outputs the allocator maps afresh. Small fixture tables, no
-timing."""
+(backward), the first touch of outputs the allocator maps afresh, and a call's cold code path
+after a gap. Small fixture tables, no timing."""
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -21,11 +22,12 @@ from dnnmap.ir import DType, Graph, Op, OpClass, Role, Tensor
 from dnnmap.mapping import Device
 from dnnmap.mapping import measured as cal_terms
 from dnnmap.mapping.cpu import place
-from dnnmap.mapping.engine import _measured_tensor_rate, estimate, weights_home
+from dnnmap.mapping.engine import _measured_tensor_rate, cold_paths, estimate, weights_home
 from dnnmap.mapping.workload import Work
 
 GRID_TF, NT_TF, NN_TF, BWD_TF, FWD_TF = 0.05, 0.002, 0.004, 0.001, 0.03  # TFLOPS in the fixture tables
 FRESH_US = 1.5  # us per fresh 4 KiB page
+COLD_US = {100: 5.0, 1000: 20.0, 10000: 40.0}  # gap (us) -> extra us of a call after it
 
 
 def _grid(rate: float, ms: tuple[int, ...] = (1,)) -> list[dict]:
@@ -41,7 +43,7 @@ def _device() -> Device:
         "conv_backward_shapes": {"dense": {"fp32": _grid(BWD_TF)}, "depthwise": {"fp32": _grid(BWD_TF / 4)}},
         "gemm_stream": {"nt": {"fp32": _grid(NT_TF, (1, 4))}, "nn": {"fp32": _grid(NN_TF, (1, 4))}},
         "op_bandwidth": {"native_batch_norm_backward": [{"working_set_bytes": 1e6, "achieved_gbps": 5.0}]},
-        "scalars": {"fresh_page_us": FRESH_US},
+        "scalars": {"fresh_page_us": FRESH_US, **{f"dispatch_cold_gap_{g}_us": v for g, v in COLD_US.items()}},
     }
     data["sources"] = {**data["sources"], "calibration": "measured: test fixture"}
     return Device.of(HardwareProfile.model_validate(data), "fp32")
@@ -165,3 +167,41 @@ def test_training_op_kinds_capture_under_their_aten_names() -> None:
     assert costs["hardtanh_backward"][1] == 3 * 64 * 56 * 56 * 4
     assert set(TRAINING) >= {"native_batch_norm", "threshold_backward", "_log_softmax_backward_data"}
     assert torch.ops.aten.native_batch_norm_backward is not None
+
+
+def test_a_call_after_a_gap_pays_its_cold_code_path() -> None:
+    """add, a GEMM, add, a view, add: on the toy CPU. The first add has never run (the largest
+    gap's 40 us); the second follows the GEMM and the add's own extra; the third follows a
+    view only, ~0 s after the second add, so it adds almost nothing."""
+    from dataclasses import replace
+
+    dev = _device()
+    add = lambda i: Work(i, "add", OpClass.ELEMENTWISE, 64, 0, 64, 256, 0, 256, 0, Parallelism(), False,  # noqa: E731
+                         op_name="add")
+    view = Work(3, "view", OpClass.VIEW, 0, 0, 0, 0, 0, 0, 0, Parallelism(), False, op_name="view")
+    gemm = replace(_gemm(1024, 1024, 64, "linear"), subgraph_id=1)  # 2^27 FLOP at 0.05 TFLOPS: ~2.7 ms
+    works = (add(0), gemm, add(2), view, add(4))
+    homes = weights_home(dev, works)
+    plain = tuple(estimate(w, place(w, dev), dev, homes) for w in works)
+    cold = cold_paths(works, plain, dev)
+    extra = [c.latency_s - p.latency_s for c, p in zip(cold, plain, strict=True)]
+    assert extra[0] == pytest.approx(40e-6)
+    gap = plain[1].latency_s + extra[1]  # the add finished, then the GEMM (itself a first call: +40 us) ran
+    assert extra[1] == pytest.approx(40e-6)
+    assert 1e-3 < gap < 1e-2  # between the 1 ms and 10 ms points: log-linear between 20 and 40 us
+    assert extra[2] == pytest.approx(20e-6 + 20e-6 * math.log10(gap / 1e-3))
+    assert extra[3] == 0.0  # views are left alone
+    assert extra[4] == pytest.approx(5e-6 * plain[3].latency_s / 100e-6)  # the view's gap, linear below 100 us
+    assert cold[0].overhead_s == pytest.approx(plain[0].overhead_s + 40e-6)
+    assert cold[0].energy_j == pytest.approx(plain[0].energy_j + dev.idle_w * 40e-6)
+    no_curve = Device.of(HardwareProfile.model_validate(EXAMPLE), "fp32")
+    assert cold_paths(works, plain, no_curve) == plain  # uncalibrated: not a term
+
+
+def test_cold_gap_points_become_the_profiles_scalars() -> None:
+    from dnnmap.calibrate.microbench import ScalarPoint
+    from dnnmap.calibrate.tables import scalars
+
+    meas = _meas(scalars=(ScalarPoint("dispatch.cold_gap_1000", 12e-6, "s"), ScalarPoint("dispatch.cold_gap_100", 6e-6, "s")))
+    out = scalars(meas, 1e11)
+    assert (out["dispatch_cold_gap_1000_us"], out["dispatch_cold_gap_100_us"]) == (12.0, 6.0)

@@ -265,12 +265,28 @@ def test_moe_layer_count_from_the_config(tmp_path) -> None:  # noqa: ANN001
 
 
 
-def test_captured_blocks_without_experts_are_refused_by_name(tmp_path) -> None:  # noqa: ANN001
+def test_dense_first_layers_are_captured_with_one_that_has_experts(tmp_path) -> None:  # noqa: ANN001
+    """Qwen-MoE with ``mlp_only_layers=[0, 1]``: two captured blocks would both be dense, so three
+    are captured (two dense, one with experts), and the model's average layer weighs them as the
+    model has them: half its 4 layers dense, half with experts."""
     import json
 
     from dnnmap.api import train
+    from dnnmap.mapping.api import resolve_profile
+    from dnnmap.pipeline import Scenario
+    from dnnmap.training.multi import model_info, step_model
 
     p = tmp_path / "qwen-moe.json"
-    p.write_text(json.dumps({**QWEN_MOE, "mlp_only_layers": [0, 1]}))  # the 2 captured layers are dense
-    with pytest.raises(DnnmapError, match="captured block.* have no experts .*2 of its 4 layers do.*mlp_only_layers"):
-        train(f"hf:{p}", "h100-sxm5", batch=2, seq_len=16, precision="bf16", devices=2, ep=2)
+    p.write_text(json.dumps({**QWEN_MOE, "mlp_only_layers": [0, 1]}))
+    info = model_info(f"hf:{p}")
+    assert (info.moe_layers, info.first_moe_layer, info.layers_to_capture(2), info.moe_share) == (2, 2, 3, 0.5)
+    est = train(f"hf:{p}", "h100-sxm5", batch=2, seq_len=16, precision="bf16", devices=2, ep=2)
+    assert est.all_to_alls == 4 * 2  # 4 per MoE layer, 2 MoE layers
+    s = Scenario(f"hf:{p}", batch=1, seq_len=16, layers=3, precision="bf16", amp="bf16", optimizer="adamw")
+    sm = step_model(s, resolve_profile("h100-sxm5"), 1, info.moe_share)
+    # the experts of the one MoE block: 8 x (gate + up 2 x 64 x 64, down 64 x 64) fp32 master weights;
+    # the average layer holds half of them (half the layers have experts)
+    assert sm.moe_blocks == 1 and sm.blocks_captured == 3
+    assert sm.experts.block == pytest.approx(0.5 * 8 * 3 * 64 * 64 * 4)
+    even = step_model(s, resolve_profile("h100-sxm5"), 1)  # each captured block alike: 1/3 of one MoE block
+    assert even.experts.block == pytest.approx(8 * 3 * 64 * 64 * 4 / 3)

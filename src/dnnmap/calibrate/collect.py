@@ -21,11 +21,13 @@ from typing import TypeVar
 import torch
 
 from dnnmap.calibrate.microbench import (
+    COLD_GAPS_US,
     BandwidthPoint,
     ConvPoint,
     GemmPoint,
     ScalarPoint,
     StreamPoint,
+    cold_dispatch_costs,
     conv_backward_problem,
     conv_problem,
     dtype_supported,
@@ -181,7 +183,9 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
     run round-robin in a shuffled order (``seed``), see :func:`time_problems`."""
     r, s = plan.runs, plan.min_seconds
     _settle(plan)  # once per pass: under a steady background load, waiting longer buys nothing
-    extra = [fresh_page_cost(timer, runs=r)] if plan.device == "cpu" else []
+    extra = [fresh_page_cost(timer, runs=r), *cold_dispatch_costs(
+        timer, samples=4 if plan.quick else 12, gaps_us=(100, 1000) if plan.quick else COLD_GAPS_US,
+    )] if plan.device == "cpu" else []
     for pt in tiny_op_latencies(timer, runs=r) + transcendental_rates(timer, runs=r) + extra:
         store.scalar(pt)
     step(f"dispatch overhead, transcendentals{tag}")

@@ -24,7 +24,7 @@ from dnnmap.ir import ExecutionMode, Tf32Mode
 from dnnmap.mapping import cpu, gpu, kpu, tpu
 from dnnmap.mapping import measured as cal_terms
 from dnnmap.mapping.device import Device
-from dnnmap.mapping.engine import Placement, estimate, l2_level, weights_home
+from dnnmap.mapping.engine import Placement, cold_paths, estimate, l2_level, weights_home
 from dnnmap.mapping.estimate import Estimate, Roofline, SubgraphEstimate
 from dnnmap.mapping.residency import l2_hits
 from dnnmap.mapping.schedule import Schedule, concurrent, serial, two_timelines
@@ -131,6 +131,7 @@ def map_works(
     l2 = l2_level(device)
     hits = l2_hits(works, l2.capacity_bytes * l2.instances) if l2 is not None else {}
     subs = tuple(estimate(w, place(w, device), device, homes, hits.get(w.subgraph_id, 0)) for w in works)
+    subs = cold_paths(works, subs, device)
     n_streams = _streams(device, streams, notes)
     subs, sched = _schedule(partition, works, subs, device, n_streams, run_mode)
     latency = sched.latency_s

@@ -36,7 +36,8 @@ FLOPs x pJ/FLOP + bytes x pJ/byte of the level that served them + idle power x l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dnnmap.hardware.interp import (
@@ -241,6 +242,34 @@ def _bound(compute: float, memory: float, overhead: float) -> Bound:
     if overhead >= max(compute, memory):
         return Bound.OVERHEAD
     return Bound.COMPUTE if compute >= memory else Bound.MEMORY
+
+
+def cold_paths(works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device: Device) -> tuple[SubgraphEstimate, ...]:
+    """The subgraphs (a CPU's, run one after another in this order) with each call's cold-path
+    cost added: the measured extra of a call of an op kind after the time since that kind last
+    finished (:func:`dnnmap.mapping.measured.cold_dispatch_s`; a kind's first call: the largest
+    measured gap). Views run back to back with their neighbours and are left as they are.
+    Nothing changes without a measured curve (GPU profiles, uncalibrated CPUs)."""
+    from dataclasses import replace
+
+    curve = cal_terms.cold_curve(device)
+    if not curve:
+        return subs
+    t, last, out = 0.0, {}, []
+    for w, s in zip(works, subs, strict=True):
+        if w.op_class is not OpClass.VIEW:
+            extra = cal_terms.cold_dispatch_s(curve, t - last[w.op_name] if w.op_name in last else math.inf)
+            if extra > 0:
+                over = s.overhead_s + extra
+                static = s.static_energy_j + device.idle_w * extra
+                s = replace(s, overhead_s=over, latency_s=s.latency_s + extra, static_energy_j=static,
+                            energy_j=s.dynamic_energy_j + static,
+                            bound=s.bound if s.bound is Bound.POWER else _bound(s.compute_s, s.memory_s, over))
+        t += s.latency_s
+        if w.op_class is not OpClass.VIEW:
+            last[w.op_name] = t
+        out.append(s)
+    return tuple(out)
 
 
 def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_bytes: int = 0) -> SubgraphEstimate:

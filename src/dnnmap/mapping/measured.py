@@ -26,6 +26,10 @@ lookups are by GEMM shape, conv kind, working-set size and ATen op kind only.
   the OS (glibc's largest mmap threshold), so each of its 4 KiB pages is faulted in and zeroed
   on first touch, at the measured ``fresh_page_us``. Smaller outputs come fresh or recycled
   depending on the allocator's history, and are left out.
+- :func:`cold_dispatch_s`: a CPU op's call when other work ran since that kind of op last ran
+  (a layer's other kernels) costs more than the round-robin tiny-op latency: its code and data
+  have left the caches and TLBs. The measured curve of extra cost against that gap is applied
+  in execution order by :func:`dnnmap.mapping.engine.cold_paths`.
 - imported kernel tables (``dnnmap calibrate --from-measurements``): :func:`imported_tensor_tflops`
   (scattered GEMM / bmm / conv shapes), :func:`op_kind` and :func:`op_bandwidth` (a vector
   kernel's bytes at its op kind's measured bandwidth).
@@ -36,6 +40,8 @@ lookups are by GEMM shape, conv kind, working-set size and ATen op kind only.
 """
 
 from __future__ import annotations
+
+import math
 
 from dnnmap.hardware.schema import Calibration
 from dnnmap.ir import OpClass
@@ -119,6 +125,38 @@ def dispatch_s(work: Work, device: Device) -> float | None:
     entries = max(0, work.module_entries - (1 if module is not None else 0))  # the leaf's own entry is in ``module``
     extra = views * (_scalar(cal, "dispatch_view_us") or 0.0) + entries * (_scalar(cal, "dispatch_module_call_us") or 0.0)
     return (main + extra) * 1e-6
+
+
+def cold_curve(device: Device) -> list[tuple[float, float]]:
+    """(gap s, extra s) points of ``dispatch_cold_gap_<us>_us``: what a small op's call costs
+    beyond the tiny-op latency when ``gap`` of other work ran since that kind of op last ran
+    (see :func:`dnnmap.calibrate.microbench.cold_dispatch_costs`); [] when not measured."""
+    cal = device.calibration
+    if cal is None or device.device_class.value != "cpu":
+        return []
+    pre, post = "dispatch_cold_gap_", "_us"
+    pts = [(int(k[len(pre):-len(post)]) * 1e-6, v * 1e-6) for k, v in cal.scalars.items()
+           if k.startswith(pre) and k.endswith(post) and k[len(pre):-len(post)].isdigit()]
+    return sorted(pts)
+
+
+def cold_dispatch_s(curve: list[tuple[float, float]], gap_s: float) -> float:
+    """Extra seconds of a call after ``gap_s`` (inf: the kind never ran before): log-linear
+    between measured gaps, the largest gap's value beyond it, and linear to 0 below the
+    smallest (back-to-back calls are the tiny-op latency itself).
+
+    >>> curve = [(1e-4, 6e-6), (1e-3, 12e-6), (1e-2, 48e-6)]
+    >>> [round(cold_dispatch_s(curve, g) * 1e6, 3) for g in (5e-5, 1e-3, 10 ** -2.5, 1.0, float("inf"))]
+    [3.0, 12.0, 30.0, 48.0, 48.0]
+    """
+    from dnnmap.hardware.interp import interpolate
+
+    if not curve or gap_s <= 0:
+        return 0.0
+    (g0, v0), (_, vmax) = curve[0], curve[-1]
+    if gap_s < g0:
+        return v0 * gap_s / g0
+    return vmax if not math.isfinite(gap_s) else interpolate(curve, gap_s)
 
 
 def vector_rate(work: Work, device: Device, thread_share: float) -> float | None:

@@ -86,8 +86,8 @@ def moe_of(config: Any) -> dict | None:
         return None
 
 
-def sparse_layers(config: Any, layers: int) -> int:
-    """How many of the ``layers`` decoder layers of a MoE ``config`` have experts.
+def sparse_layer_ids(config: Any, layers: int) -> list[int]:
+    """The indices of the ``layers`` decoder layers of a MoE ``config`` that have experts.
 
     - DeepSeek-V2/V3: layer ``i`` is sparse when ``i >= first_k_dense_replace`` and
       ``i % moe_layer_freq == 0``;
@@ -97,21 +97,21 @@ def sparse_layers(config: Any, layers: int) -> int:
       field that makes layers dense, which is refused by name rather than guessed.
 
     >>> from types import SimpleNamespace as C
-    >>> sparse_layers(C(first_k_dense_replace=3, moe_layer_freq=1), 61)
-    58
-    >>> sparse_layers(C(mlp_only_layers=[0, 1], decoder_sparse_step=2), 8)
-    3
+    >>> sparse_layer_ids(C(first_k_dense_replace=3, moe_layer_freq=1), 6)
+    [3, 4, 5]
+    >>> sparse_layer_ids(C(mlp_only_layers=[0, 1], decoder_sparse_step=2), 8)
+    [3, 5, 7]
     """
     tc = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     get = lambda k, d=None: getattr(tc, k, d)  # noqa: E731
     if get("first_k_dense_replace") is not None or get("moe_layer_freq") is not None:
         k, freq = int(get("first_k_dense_replace") or 0), int(get("moe_layer_freq") or 1)
-        return sum(1 for i in range(layers) if i >= k and i % freq == 0)
+        return [i for i in range(layers) if i >= k and i % freq == 0]
     if get("mlp_only_layers") is not None or get("decoder_sparse_step") is not None:
         dense, step = set(get("mlp_only_layers") or ()), int(get("decoder_sparse_step") or 1)
-        return sum(1 for i in range(layers) if i not in dense and (i + 1) % step == 0)
+        return [i for i in range(layers) if i not in dense and (i + 1) % step == 0]
     for field in ("moe_layer_interval", "dense_layers", "first_k_dense", "moe_layers", "layer_types_moe"):
         if get(field) is not None:
             raise DnnmapError(f"{type(tc).__name__}.{field}: cannot tell which layers have experts "
                               "(expert parallelism needs the MoE layer count)")
-    return layers
+    return list(range(layers))

@@ -48,7 +48,7 @@ from dnnmap.errors import DnnmapError
 from dnnmap.hardware.schema import HardwareProfile
 from dnnmap.ir import Graph, Role
 from dnnmap.mapping.api import resolve_profile
-from dnnmap.mapping.moe import is_expert_param, moe_blocks, moe_of, sparse_layers
+from dnnmap.mapping.moe import is_expert_param, moe_blocks, moe_of, sparse_layer_ids
 from dnnmap.parallel import (
     ParallelPlan,
     balance_stages,
@@ -89,6 +89,18 @@ class ModelInfo:
     hidden: int
     moe: dict | None = None  # {"experts": E, "top_k": k} of a mixture-of-experts model
     moe_layers: int = 0  # layers with experts (from the config: some may be dense)
+    first_moe_layer: int | None = None  # index of the first layer with experts
+
+    @property
+    def moe_share(self) -> float:
+        """The share of the layers that have experts."""
+        return self.moe_layers / self.layers if self.layers else 0.0
+
+    def layers_to_capture(self, wanted: int) -> int:
+        """At least ``wanted`` blocks, and enough that one of them has experts (DeepSeek's
+        first_k_dense_replace / Qwen-MoE's mlp_only_layers make the first layers dense)."""
+        need = self.first_moe_layer + 1 if self.first_moe_layer is not None else 1
+        return min(self.layers, max(wanted, need))
 
 
 def model_info(name: str) -> ModelInfo:
@@ -99,8 +111,9 @@ def model_info(name: str) -> ModelInfo:
         raise DnnmapError(f"{name}: multi-device plans need a transformer with a Hugging Face config (hf:...)")
     get = lambda *ks: next((getattr(cfg, k) for k in ks if getattr(cfg, k, None)), None)  # noqa: E731
     layers, moe = int(get("num_hidden_layers", "n_layer")), moe_of(cfg)
+    sparse = sparse_layer_ids(cfg, layers) if moe else []
     return ModelInfo(layers, get("num_attention_heads", "n_head"), get("num_key_value_heads"),
-                     int(get("hidden_size", "n_embd")), moe, sparse_layers(cfg, layers) if moe else 0)
+                     int(get("hidden_size", "n_embd")), moe, len(sparse), sparse[0] if sparse else None)
 
 
 def component(path: str, first_block: dict[str, bool]) -> str:
@@ -132,25 +145,38 @@ class Split:
         return self.pre + blocks * self.block + self.post
 
 
-def _split_times(g: Graph, part: Any, est: Any, first: dict[str, bool]) -> Split:
+def block_weights(g: Graph, first: dict[str, bool], moe_share: float | None = None) -> dict[str, float]:
+    """Each captured block's weight in the model's average layer: equal, or, when the capture
+    holds dense blocks and blocks with experts, ``moe_share`` (the model's share of layers with
+    experts) spread over the latter and the rest over the former."""
+    blocks = sorted({c for c in (component(op.module_path, first) for op in g.ops) if c.startswith("block:")})
+    moe = {"block:" + b for b in moe_blocks(g)} & set(blocks)
+    dense = [b for b in blocks if b not in moe]
+    if moe_share is None or not moe or not dense:
+        return {b: 1.0 / len(blocks) for b in blocks}
+    return {**{b: moe_share / len(moe) for b in moe}, **{b: (1.0 - moe_share) / len(dense) for b in dense}}
+
+
+def _average(acc: dict[str, float], weights: dict[str, float]) -> float:
+    return sum(acc.get(b, 0.0) * w for b, w in weights.items())
+
+
+def _split_times(g: Graph, part: Any, est: Any, first: dict[str, bool], weights: dict[str, float]) -> Split:
     acc: dict[str, float] = {}
     for sg, se in zip(part.subgraphs, est.subgraphs, strict=True):
         c = component(g.op(sg.op_ids[0]).module_path, first) if sg.op_ids else "post"
         acc[c] = acc.get(c, 0.0) + max(se.latency_s, se.host_s)
     total = sum(acc.values()) or 1.0
     scale = est.latency_s / total
-    blocks = [v for k, v in acc.items() if k.startswith("block:")]
-    return Split(acc.get("pre", 0.0) * scale, (sum(blocks) / len(blocks) if blocks else 0.0) * scale,
-                 acc.get("post", 0.0) * scale)
+    return Split(acc.get("pre", 0.0) * scale, _average(acc, weights) * scale, acc.get("post", 0.0) * scale)
 
 
-def _split_bytes(items: list[tuple[str, int]], first: dict[str, bool]) -> Split:
+def _split_bytes(items: list[tuple[str, int]], first: dict[str, bool], weights: dict[str, float]) -> Split:
     acc: dict[str, float] = {}
     for path, b in items:
         c = component(path, first)
         acc[c] = acc.get(c, 0.0) + b
-    blocks = [v for k, v in acc.items() if k.startswith("block:")]
-    return Split(acc.get("pre", 0.0), sum(blocks) / len(blocks) if blocks else 0.0, acc.get("post", 0.0))
+    return Split(acc.get("pre", 0.0), _average(acc, weights), acc.get("post", 0.0))
 
 
 @functools.lru_cache(maxsize=16)
@@ -177,9 +203,12 @@ class StepModel:
     moe_blocks: int = 0  # captured blocks that run experts
 
 
-def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
+def step_model(s: Scenario, profile: HardwareProfile, tp: int, moe_share: float | None = None) -> StepModel:
+    """``moe_share``: the model's share of layers with experts, weighting the captured MoE blocks
+    against the captured dense ones (None: every captured block alike)."""
     g = _capture(s)
     first = _components(g)
+    bw = block_weights(g, first, moe_share)
     times = {}
     for name, phases, prec in (("fwd", FORWARD, None), ("bwd", BACKWARD, None), ("opt", OPTIMIZER, optimizer_precision(s))):
         sub = phase_graph(g, phases)
@@ -187,23 +216,23 @@ def step_model(s: Scenario, profile: HardwareProfile, tp: int) -> StepModel:
             times[name] = Split()
             continue
         part, est = map_graph(sub, s, device_for(s, profile, prec), lambda p, w: shard_works(p, w, tp))
-        times[name] = _split_times(sub, part, est, first)
+        times[name] = _split_times(sub, part, est, first, bw)
     mem = step_memory(g)
     params = list(g.iter_tensors(Role.WEIGHT))
     w_items = [(t.name.rpartition(".")[0], t.nbytes // (tp if is_tp_param(t.name) else 1)) for t in params]
-    weights = _split_bytes(w_items, first)
-    experts = _split_bytes([(p, b) for p, b in w_items if is_expert_param(p)], first)
+    weights = _split_bytes(w_items, first, bw)
+    experts = _split_bytes([(p, b) for p, b in w_items if is_expert_param(p)], first, bw)
     # gradients and optimizer state follow the parameters: this device's share of them is its
     # (tensor-parallel) share of the whole model's weight bytes, not of its own
     wsum = sum(t.nbytes for t in params) or 1
     ratio = lambda x: Split(weights.pre * x / wsum, weights.block * x / wsum, weights.post * x / wsum)  # noqa: E731
-    saved = _split_bytes(_saved_items(g, tp), first)
-    blocks = len({c for c in (component(op.module_path, first) for op in g.ops) if c.startswith("block:")})
+    saved = _split_bytes(_saved_items(g, tp), first, bw)
     mf = model_flops(g)
-    per_block = _block_flops(g, first, blocks)
+    per_block = _block_flops(g, first)
     return StepModel(times["fwd"], times["bwd"], times["opt"], weights, ratio(mem.gradients), ratio(mem.optimizer_state),
                      saved, max(mem.peak - mem.persistent - mem.saved_activations, 0) // tp,
-                     per_block, mf - per_block * blocks, blocks, experts, len(moe_blocks(g)))
+                     round(_average(per_block, bw)), mf - sum(per_block.values()), len(bw), experts,
+                     len(moe_blocks(g)))
 
 
 def ep_all_to_all_s(prof: HardwareProfile, plan: ParallelPlan, info: ModelInfo, mb: int, seq_len: int | None,
@@ -253,16 +282,19 @@ def _saved_items(g: Graph, tp: int) -> list[tuple[str, int]]:
     return out
 
 
-def _block_flops(g: Graph, first: dict[str, bool], blocks: int) -> int:
+def _block_flops(g: Graph, first: dict[str, bool]) -> dict[str, float]:
+    """Model tensor FLOPs (forward + backward, recomputation excluded) of each captured block."""
     from dnnmap.costs import count_graph
+    from dnnmap.training.phases import phase_ops
 
     counted = count_graph(g)
     redo = set(g.meta.get("recomputed_ops", ()))
-    from dnnmap.training.phases import phase_ops
-
-    tot = sum(counted.costs[op.id].tensor_flops for op in phase_ops(g, (*FORWARD, *BACKWARD))
-              if op.id not in redo and component(op.module_path, first).startswith("block:"))
-    return tot // max(blocks, 1)
+    out: dict[str, float] = {}
+    for op in phase_ops(g, (*FORWARD, *BACKWARD)):
+        c = component(op.module_path, first)
+        if op.id not in redo and c.startswith("block:"):
+            out[c] = out.get(c, 0.0) + counted.costs[op.id].tensor_flops
+    return out
 
 
 def parallel_step(s: Scenario, profile: HardwareProfile | str, plan: ParallelPlan,
@@ -272,8 +304,8 @@ def parallel_step(s: Scenario, profile: HardwareProfile | str, plan: ParallelPla
     info = model_info(str(s.model))
     check_train_plan(plan, info, str(s.model), s.batch)
     mb = s.batch // (plan.dp * plan.microbatches)
-    sm = step_model(replace(s, batch=mb, layers=min(layers_captured, info.layers), optimizer=s.optimizer or "adamw"),
-                    prof, plan.tp)
+    sm = step_model(replace(s, batch=mb, layers=info.layers_to_capture(layers_captured),
+                            optimizer=s.optimizer or "adamw"), prof, plan.tp, info.moe_share)
     return combine(s, prof, plan, info, sm, mb)
 
 

@@ -33,8 +33,8 @@ def search(s: Scenario, profile: HardwareProfile | str, devices: int, top: int =
         mb = s.batch // (plan.dp * plan.microbatches)
         key = (mb, plan.tp)
         if key not in models:
-            models[key] = step_model(replace(s, batch=mb, layers=layers_captured, optimizer=s.optimizer or "adamw"),
-                                     prof, plan.tp)
+            models[key] = step_model(replace(s, batch=mb, layers=info.layers_to_capture(layers_captured),
+                                             optimizer=s.optimizer or "adamw"), prof, plan.tp, info.moe_share)
         return combine(s, prof, plan, info, models[key], mb)
 
     plans = search_plans(devices, s.batch, info.layers, info.heads, node, model=str(s.model), experts=experts, ep=ep)
