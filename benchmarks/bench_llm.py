@@ -43,32 +43,58 @@ def _rows() -> list[dict]:
 CPU_PROFILE = ROOT / "calibrated" / "cloud-x86-2c-measured.yaml"
 
 
-def _real_generation(name: str, prompt: int, gen: int, batch: int, repeats: int = 3) -> tuple[float, float]:
-    """(TTFT, median decode step) of greedy generation, median over ``repeats`` runs after one
-    untimed warm-up generation (first-call allocations, oneDNN primitive creation)."""
+def _generation(model, ids, prompt: int, gen: int) -> tuple[float, list[float]]:  # noqa: ANN001
+    """One greedy generation: (TTFT, the gen - 1 decode steps' seconds)."""
     import torch
     from transformers import DynamicCache
 
+    batch = ids.shape[0]
+    steps = []
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        t = time.perf_counter()
+        out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        tok = out.logits[:, -1].argmax(-1, keepdim=True)
+        ttft = time.perf_counter() - t
+        for i in range(gen - 1):
+            t = time.perf_counter()
+            pos = torch.full((batch, 1), prompt + i)
+            out = model(input_ids=tok, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            steps.append(time.perf_counter() - t)
+    return ttft, steps
+
+
+def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int = 3) -> dict[tuple, tuple]:
+    """(TTFT, median decode step, other processes' CPU share) of each (model, prompt, batch) case:
+    two untimed warm-up generations per case (first-call allocations, oneDNN primitives), then
+    ``rounds`` rounds over all the cases, one generation of each per round, so every case's
+    samples are spread over the whole run (a slow minute of this shared host lands on one
+    sample of each case, not on every sample of one); medians over the rounds."""
+    import torch
+
+    from dnnmap.calibrate.quiet import OtherProcessesLoad
     from dnnmap.capture.sources import build_model
 
-    model, _ = build_model(name, batch=batch, seq_len=prompt, fake=False)
+    models = {name: build_model(name, batch=1, seq_len=max(p for _, p, _ in cases), fake=False)[0]
+              for name in dict.fromkeys(n for n, _, _ in cases)}
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (batch, prompt), generator=g)
-    ttfts, steps = [], []
-    with torch.inference_mode():
-        for _ in range(repeats + 2):
-            cache = DynamicCache(config=model.config)
-            t = time.perf_counter()
-            out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
-            ttfts.append(time.perf_counter() - t)
-            for i in range(gen - 1):
-                t = time.perf_counter()
-                pos = torch.full((batch, 1), prompt + i)
-                out = model(input_ids=tok, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
-                tok = out.logits[:, -1].argmax(-1, keepdim=True)
-                steps.append(time.perf_counter() - t)
-    return statistics.median(ttfts[2:]), statistics.median(steps[2 * (gen - 1):])
+    ids = {c: torch.randint(0, models[c[0]].config.vocab_size, (c[2], c[1]), generator=g) for c in cases}
+    for c in cases:
+        for _ in range(2):
+            _generation(models[c[0]], ids[c], c[1], gen)
+    ttfts: dict[tuple, list[float]] = {c: [] for c in cases}
+    steps: dict[tuple, list[float]] = {c: [] for c in cases}
+    shares: dict[tuple, list[float]] = {c: [] for c in cases}
+    for _ in range(rounds):
+        for c in cases:
+            _wait_quiet()
+            meter = OtherProcessesLoad()
+            ttft, st = _generation(models[c[0]], ids[c], c[1], gen)
+            shares[c].append(meter.share())
+            ttfts[c].append(ttft)
+            steps[c] += st
+    return {c: (statistics.median(ttfts[c]), statistics.median(steps[c]), max(shares[c])) for c in cases}
 
 
 def _wait_quiet(threshold: float = 0.05, max_wait_s: float = 120.0) -> float:
@@ -88,23 +114,19 @@ def _wait_quiet(threshold: float = 0.05, max_wait_s: float = 120.0) -> float:
 
 def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float]]:
     lines, errs = [], []
-    for name in ("hf:llama-150m", "hf:gpt2"):
-        for prompt in (32, 128, 512):
-            rep = generate(name, str(profile), prompt, 16, [1, 4], precision="fp32", mode="eager")
-            for b in (1, 4):
-                from dnnmap.calibrate.quiet import OtherProcessesLoad
-
-                _wait_quiet()
-                meter = OtherProcessesLoad()
-                ttft, step = _real_generation(name, prompt, 16, b)
-                load = meter.share()  # CPU share other processes took while this case was timed
-                row = rep.row(b)
-                for what, pred, real in (("TTFT", row.ttft_s, ttft), ("TPOT", row.tpot_mean_s, step)):
-                    err = pred / real - 1
-                    errs.append(abs(err))
-                    lines.append(f"| {name} | {prompt} | {b} | {what} | {real * 1e3:.1f} | {pred * 1e3:.1f} | "
-                                 f"{err:+.0%} | {load:.0%} |")
-                print(lines[-2], lines[-1], sep="\n", flush=True)
+    cases = [(name, prompt, b) for name in ("hf:llama-150m", "hf:gpt2") for prompt in (32, 128, 512) for b in (1, 4)]
+    preds = {(name, prompt): generate(name, str(profile), prompt, 16, [1, 4], precision="fp32", mode="eager")
+             for name, prompt, _ in cases}
+    real = _real_generations(cases, 16)
+    for name, prompt, b in cases:
+        ttft, step, load = real[(name, prompt, b)]
+        row = preds[(name, prompt)].row(b)
+        for what, pred, meas in (("TTFT", row.ttft_s, ttft), ("TPOT", row.tpot_mean_s, step)):
+            err = pred / meas - 1
+            errs.append(abs(err))
+            lines.append(f"| {name} | {prompt} | {b} | {what} | {meas * 1e3:.1f} | {pred * 1e3:.1f} | "
+                         f"{err:+.0%} | {load:.0%} |")
+        print(lines[-2], lines[-1], sep="\n", flush=True)
     return lines, errs
 
 
@@ -163,11 +185,13 @@ def main() -> None:
     if a.part in ("all", "cpu"):
         lines, errs = cpu(a.profile)
         out += ["## Real greedy generation on this CPU (2 cores), held out from calibration", "",
-                "Measured: eager PyTorch, random fp32 weights, DynamicCache, median of 3 runs (TTFT) and of "
-                "3 x 15 decode steps (TPOT). Predicted: `dnnmap generate --mode eager --precision fp32` "
+                "Measured: eager PyTorch, random fp32 weights, DynamicCache, 2 warm-up generations per case, then "
+                "3 rounds over all 12 cases (one generation of each per round, so a slow minute of this shared "
+                "host hits one sample of each case); median of the 3 prefills (TTFT) and of the 3 x 15 decode "
+                "steps (TPOT). Predicted: `dnnmap generate --mode eager --precision fp32` "
                 "with the calibrated profile `calibrated/cloud-x86-2c-measured.yaml` (microbenchmarks only). "
-                "`others` is the share of the 2 CPUs other processes used while the case was timed (each case "
-                "waits up to 2 min for it to fall below 5 %; the machine is shared).",
+                "`others` is the largest share of the 2 CPUs other processes used while a sample of the case was "
+                "timed (each sample waits up to 2 min for it to fall below 5 %; the machine is shared).",
                 "", "| model | prompt | batch | what | measured ms | predicted ms | error | others |",
                 "|---|---|---|---|---|---|---|---|", *lines, "",
                 f"median |error| {statistics.median(errs):.0%}, within 15 %: "

@@ -47,31 +47,46 @@ def _real(name: str, batch: int, seq: int | None, layers: int | None):  # noqa: 
     return model, x, target
 
 
-def measure_cpu(name: str, batch: int, seq: int | None, layers: int | None, reps: int = 5) -> float:
+def _step(model, x, target, opt) -> float:  # noqa: ANN001
     from dnnmap.capture.train_path import _loss
 
-    model, x, target = _real(name, batch, seq, layers)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    times = []
-    for i in range(reps + 2):
-        t = time.perf_counter()
-        loss = _loss(model(*x), target)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    t = time.perf_counter()
+    loss = _loss(model(*x), target)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t
+
+
+def measure_cpu(cases: list[tuple], rounds: int = 7) -> dict[tuple, tuple[float, float]]:
+    """(median step seconds, largest CPU share other processes took during a sample) per case:
+    2 untimed warm-up steps per case, then ``rounds`` rounds over all the cases, one step of each
+    per round, so a slow minute of this shared host lands on one sample of each case rather than
+    on every sample of one."""
+    from dnnmap.calibrate.quiet import OtherProcessesLoad
+
+    setups = {}
+    for c in cases:
+        model, x, target = _real(*c)
+        setups[c] = (model, x, target, torch.optim.AdamW(model.parameters(), lr=1e-4))
+        for _ in range(2):
+            _step(*setups[c])
+    times: dict[tuple, list[float]] = {c: [] for c in cases}
+    shares: dict[tuple, list[float]] = {c: [] for c in cases}
+    for _ in range(rounds):
+        for c in cases:
+            meter = OtherProcessesLoad()
+            times[c].append(_step(*setups[c]))
+            shares[c].append(meter.share())
+    return {c: (statistics.median(times[c]), max(shares[c])) for c in cases}
 
 
 def cpu_rows(profile: str) -> list[dict]:
-    from dnnmap.calibrate.quiet import OtherProcessesLoad
-
     rows = []
-    for name, batch, seq, layers in CPU_CASES:
-        meter = OtherProcessesLoad()
-        meas = measure_cpu(name, batch, seq, layers)
-        others = meter.share()  # CPU share other processes took while this case was timed
+    measured = measure_cpu(CPU_CASES)
+    for c in CPU_CASES:
+        name, batch, seq, layers = c
+        meas, others = measured[c]
         s = Scenario(name, batch=batch, seq_len=seq, optimizer="adamw", mode="eager", layers=layers,
                      attn_implementation="sdpa" if seq else None)
         pred = train_step(s, profile).step_s
@@ -150,7 +165,8 @@ def main() -> None:
     lines = ["# Training steps: measured vs predicted", "",
              "Regenerate: `.venv/bin/python benchmarks/bench_training.py` (writes this file).", "",
              f"## (a) This CPU ({load_profile(args.profile).display_name}), calibrated profile, eager PyTorch", "",
-             "forward + cross-entropy + backward + AdamW (per-tensor loop, CPU default); median of 5 after 2 warm-ups.",
+             "forward + cross-entropy + backward + AdamW (per-tensor loop, CPU default); 2 warm-up steps per case, then "
+             "7 rounds over the 6 cases (one step of each per round), median per case.",
              "The profile comes from `dnnmap calibrate` microbenchmarks only; no training step informed it. "
              "`others`: the share of the 2 CPUs other processes used while the case was timed.", "",
              *_table(cpu), "", *CPU_NOTE, "",
