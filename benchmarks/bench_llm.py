@@ -68,7 +68,8 @@ def _generation(model, ids, prompt: int, gen: int) -> tuple[float, list[float]]:
 def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int = 3) -> dict[tuple, tuple]:
     """(TTFT, median decode step, other processes' CPU share) of each (model, prompt, batch) case:
     two untimed warm-up generations per case (first-call allocations, oneDNN primitives), then
-    ``rounds`` rounds over all the cases, one generation of each per round, so every case's
+    ``rounds`` rounds over all the cases, per round an untimed prefill + one step of the case (the
+    allocator back in its state after the other cases ran) and one timed generation, so every case's
     samples are spread over the whole run (a slow minute of this shared host lands on one
     sample of each case, not on every sample of one); medians over the rounds."""
     import torch
@@ -89,6 +90,7 @@ def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int =
     for _ in range(rounds):
         for c in cases:
             _wait_quiet()
+            _generation(models[c[0]], ids[c], c[1], 2)  # untimed: the allocator back in this case's state
             meter = OtherProcessesLoad()
             ttft, st = _generation(models[c[0]], ids[c], c[1], gen)
             shares[c].append(meter.share())
@@ -186,8 +188,8 @@ def main() -> None:
         lines, errs = cpu(a.profile)
         out += ["## Real greedy generation on this CPU (2 cores), held out from calibration", "",
                 "Measured: eager PyTorch, random fp32 weights, DynamicCache, 2 warm-up generations per case, then "
-                "3 rounds over all 12 cases (one generation of each per round, so a slow minute of this shared "
-                "host hits one sample of each case); median of the 3 prefills (TTFT) and of the 3 x 15 decode "
+                "3 rounds over all 12 cases (per round, an untimed prefill + 1 step of the case, then one timed "
+                "generation, so a slow minute of this shared host hits one sample of each case); median of the 3 prefills (TTFT) and of the 3 x 15 decode "
                 "steps (TPOT). Predicted: `dnnmap generate --mode eager --precision fp32` "
                 "with the calibrated profile `calibrated/cloud-x86-2c-measured.yaml` (microbenchmarks only). "
                 "`others` is the largest share of the 2 CPUs other processes used while a sample of the case was "

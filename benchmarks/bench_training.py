@@ -60,9 +60,10 @@ def _step(model, x, target, opt) -> float:  # noqa: ANN001
 
 def measure_cpu(cases: list[tuple], rounds: int = 7) -> dict[tuple, tuple[float, float]]:
     """(median step seconds, largest CPU share other processes took during a sample) per case:
-    2 untimed warm-up steps per case, then ``rounds`` rounds over all the cases, one step of each
-    per round, so a slow minute of this shared host lands on one sample of each case rather than
-    on every sample of one."""
+    2 untimed warm-up steps per case, then ``rounds`` rounds over all the cases, an untimed and a
+    timed step of each per round (a training loop runs its steps back to back: the untimed one
+    puts the allocator back in this model's state), so a slow minute of this shared host lands
+    on one sample of each case rather than on every sample of one."""
     from dnnmap.calibrate.quiet import OtherProcessesLoad
 
     setups = {}
@@ -75,6 +76,7 @@ def measure_cpu(cases: list[tuple], rounds: int = 7) -> dict[tuple, tuple[float,
     shares: dict[tuple, list[float]] = {c: [] for c in cases}
     for _ in range(rounds):
         for c in cases:
+            _step(*setups[c])  # untimed: the allocator back in this model's state after the others ran
             meter = OtherProcessesLoad()
             times[c].append(_step(*setups[c]))
             shares[c].append(meter.share())
@@ -166,7 +168,7 @@ def main() -> None:
              "Regenerate: `.venv/bin/python benchmarks/bench_training.py` (writes this file).", "",
              f"## (a) This CPU ({load_profile(args.profile).display_name}), calibrated profile, eager PyTorch", "",
              "forward + cross-entropy + backward + AdamW (per-tensor loop, CPU default); 2 warm-up steps per case, then "
-             "7 rounds over the 6 cases (one step of each per round), median per case.",
+             "7 rounds over the 6 cases (per round, an untimed then a timed step of each), median per case.",
              "The profile comes from `dnnmap calibrate` microbenchmarks only; no training step informed it. "
              "`others`: the share of the 2 CPUs other processes used while the case was timed.", "",
              *_table(cpu), "", *CPU_NOTE, "",
