@@ -210,7 +210,11 @@ in the code or the profile. What these measurements *did* inform, and how:
   same run: all eager 14.6 -> 10.8 %, A100 8.4 -> 6.7 %, V100 12.0 -> 8.9 %, P100 16.6 -> 14.5 %,
   T4 32.4 -> 32.0 %, P4 33.3 -> 30.9 %. What remains is the tables running the same GEMMs slower
   than the end-to-end runs do (T4 4096x1024x4096: 10.4 ms in the table, 4.78 ms in the trace),
-  most on the power-limited T4 and P4.
+  most on the power-limited T4 and P4. On the V100 the table's GEMMs agree with the per-op
+  trace (BERT-Large b8: 4096x4096x1024 2.94 ms imported, 2.98 ms traced; the layer's GEMMs
+  8.7 vs 9.0 ms), but the trace's layer-0 ops sum to 12.1 ms where the end-to-end run spends
+  at most 10.7 ms a layer (257 ms / 24): ops timed one at a time, tables and traces alike, run
+  >= 11 % slower than inside a continuous run (diagnosis of 2026-12-01, nothing changed by it).
 - **Shared-memory bandwidth of SIMT tiles** (`mapping/gpu.py: simt_smem`, 128 bytes a clock per
   SM from the CUDA programming guide): small per-thread tiles cannot be fed at the FFMA rate.
   Informed by the kernel names in the kernel tables: the model picked 32x32 tiles for 40 % of
