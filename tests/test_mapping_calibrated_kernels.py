@@ -22,7 +22,13 @@ from dnnmap.ir import DType, Graph, Op, OpClass, Role, Tensor
 from dnnmap.mapping import Device
 from dnnmap.mapping import measured as cal_terms
 from dnnmap.mapping.cpu import place
-from dnnmap.mapping.engine import _measured_tensor_rate, cold_paths, estimate, weights_home
+from dnnmap.mapping.engine import (
+    _measured_tensor_rate,
+    _measured_traffic,
+    cold_paths,
+    estimate,
+    weights_home,
+)
 from dnnmap.mapping.workload import Work
 
 GRID_TF, NT_TF, NN_TF, BWD_TF, FWD_TF = 0.05, 0.002, 0.004, 0.001, 0.03  # TFLOPS in the fixture tables
@@ -34,7 +40,7 @@ def _grid(rate: float, ms: tuple[int, ...] = (1,)) -> list[dict]:
     return [{"m": m, "n": 64, "k": 64, "achieved_tflops": rate} for m in ms]
 
 
-def _device() -> Device:
+def _device(copy_sweep: list[tuple[float, float]] | None = None) -> Device:
     data = copy.deepcopy(EXAMPLE)
     data["calibration"] = {
         "meta": {"machine": "toy", "device": "cpu", "date": "2025-01-01T00:00:00Z"},
@@ -45,6 +51,8 @@ def _device() -> Device:
         "op_bandwidth": {"native_batch_norm_backward": [{"working_set_bytes": 1e6, "achieved_gbps": 5.0}]},
         "scalars": {"fresh_page_us": FRESH_US, **{f"dispatch_cold_gap_{g}_us": v for g, v in COLD_US.items()}},
     }
+    if copy_sweep is not None:
+        data["calibration"]["bandwidth"] = {"copy": [{"working_set_bytes": b, "achieved_gbps": g} for b, g in copy_sweep]}
     data["sources"] = {**data["sources"], "calibration": "measured: test fixture"}
     return Device.of(HardwareProfile.model_validate(data), "fp32")
 
@@ -205,3 +213,24 @@ def test_cold_gap_points_become_the_profiles_scalars() -> None:
     meas = _meas(scalars=(ScalarPoint("dispatch.cold_gap_1000", 12e-6, "s"), ScalarPoint("dispatch.cold_gap_100", 6e-6, "s")))
     out = scalars(meas, 1e11)
     assert (out["dispatch_cold_gap_1000_us"], out["dispatch_cold_gap_100_us"]) == (12.0, 6.0)
+
+
+def test_reads_the_last_level_cache_no_longer_holds_stream_from_dram() -> None:
+    """A decode step's KV-cache ``cat``: the past cache is the step's input (its producer ran a
+    step ago), the new token's keys were written just before. Toy CPU: its last cache is the
+    2 x 32 KiB L1; copy sweep 100 GB/s up to 10 kB, 10 GB/s from 100 kB (log-linear between)."""
+    from dnnmap.mapping.residency import l2_hits
+
+    dev = _device([(1e3, 100.0), (1e4, 100.0), (1e5, 10.0), (1e8, 10.0)])
+    new = Work(0, "linear", OpClass.ELEMENTWISE, 0, 0, 0, 0, 0, 512, 0, Parallelism(), False, op_name="add",
+               writes=(("new", 512),))
+    cat = Work(1, "cat", OpClass.DATA_MOVEMENT, 0, 0, 0, 16384 + 512, 0, 16896, 0, Parallelism(), False,
+               op_name="cat", reads=(("past", 16384), ("new", 512)), writes=(("out", 16896),))
+    hits = l2_hits((new, cat), 2 * 32768)
+    assert hits == {1: 512}  # the new keys are still in the cache, the past cache is not
+    nbytes = 2 * 16896
+    warm = 100e9 + (10e9 - 100e9) * math.log10(nbytes / 1e4)  # the working set's rate (52.4 GB/s)
+    (t,) = _measured_traffic(cat, place(cat, dev), dev, hits[1])
+    assert t.seconds == pytest.approx(16384 / 10e9 + (nbytes - 16384) / warm)  # cold reads at 4 x 64 KiB's rate
+    (all_hit,) = _measured_traffic(cat, place(cat, dev), dev, 16896)
+    assert all_hit.seconds == pytest.approx(nbytes / warm) and all_hit.level == "l1"

@@ -128,7 +128,7 @@ def map_works(
     run_mode = mode_of(partition, mode)
     place = MAPPERS[device.device_class]
     homes = weights_home(device, tuple(works))
-    l2 = l2_level(device)
+    l2 = l2_level(device) or cal_terms.last_cache(device)
     hits = l2_hits(works, l2.capacity_bytes * l2.instances) if l2 is not None else {}
     subs = tuple(estimate(w, place(w, device), device, homes, hits.get(w.subgraph_id, 0)) for w in works)
     subs = cold_paths(works, subs, device)

@@ -150,9 +150,11 @@ def _traffic(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_byte
     return tuple(out)
 
 
-def _measured_traffic(work: Work, p: Placement, device: Device) -> tuple[MemoryTraffic, ...] | None:
+def _measured_traffic(work: Work, p: Placement, device: Device, hit_bytes: int = 0) -> tuple[MemoryTraffic, ...] | None:
     """Calibrated: all bytes at the measured streaming bandwidth for this working set, capped
-    by the level that holds it (see :func:`dnnmap.mapping.measured.streaming_bandwidth`); a
+    by the level that holds it (see :func:`dnnmap.mapping.measured.streaming_bandwidth`), less
+    the activation reads the last-level cache no longer holds (``hit_bytes`` of them it does),
+    which stream from DRAM (:func:`dnnmap.mapping.measured.cold_streaming`); a
     vector kernel whose op kind has an imported table (``op_bandwidth``) at that kind's
     measured bandwidth (:func:`dnnmap.mapping.measured.op_bandwidth`)."""
     cal = device.calibration
@@ -162,7 +164,11 @@ def _measured_traffic(work: Work, p: Placement, device: Device) -> tuple[MemoryT
     if nbytes == 0:
         return ()
     # imported op-kind tables: a vector kernel of a measured kind at that kind's bandwidth
-    found = cal_terms.op_bandwidth(work, nbytes, device) or cal_terms.streaming_bandwidth(nbytes, device)
+    found = cal_terms.op_bandwidth(work, nbytes, device)
+    if found is None:
+        found = cal_terms.streaming_bandwidth(nbytes, device)
+        if found is not None:  # reads whose producer ran too long ago for the cache: from DRAM
+            found = cal_terms.cold_streaming(work, nbytes, found, hit_bytes, device)
     if found is None:
         return None
     level, bw = found
@@ -285,7 +291,7 @@ def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_byte
     vector_s, vector_measured = _vector_seconds(work, p, device)
     calibrated = calibrated or vector_measured
     compute = (work.tensor_flops / tensor_rate if work.tensor_flops else 0.0) + vector_s
-    traffic = _measured_traffic(work, p, device)
+    traffic = _measured_traffic(work, p, device, l2_hit_bytes)
     traffic_measured = traffic is not None
     calibrated = calibrated or traffic_measured
     if traffic is None:

@@ -9,7 +9,9 @@ lookups are by GEMM shape, conv kind, working-set size and ATen op kind only.
 ``_measured_tensor_rate``.)
 
 - :func:`streaming_bandwidth`: the measured copy-sweep bandwidth at the working set, capped by
-  the level that holds it.
+  the level that holds it; :func:`cold_streaming`: the activation reads whose producer ran more
+  than a last-level cache of traffic ago (a step's inputs: a decode step's KV cache) at the
+  sweep's DRAM rate instead.
 - :func:`dispatch_s`: the fixed cost of each eagerly dispatched call: the measured tiny-op
   latency of the dominant op's kind, plus one view dispatch per view op folded into the
   subgraph (eager PyTorch runs views as calls of their own; a compiled kernel does not).
@@ -45,7 +47,7 @@ import math
 
 from dnnmap.hardware.schema import Calibration
 from dnnmap.ir import OpClass
-from dnnmap.mapping.device import Device
+from dnnmap.mapping.device import Device, Level
 from dnnmap.mapping.workload import Work
 
 _DISPATCH_BY_CLASS = {
@@ -196,6 +198,39 @@ def streaming_bandwidth(nbytes: int, device: Device) -> tuple[str, float] | None
     pts = cal.bandwidth.get(BandwidthKind.COPY) or next(iter(cal.bandwidth.values()))
     level = next((lv for lv in device.levels if lv.capacity_bytes * lv.instances >= nbytes), device.dram)
     return level.name, min(bandwidth_at(pts, nbytes) * 1e9, level.bandwidth)
+
+
+def last_cache(device: Device) -> Level | None:
+    """A calibrated CPU's last-level cache (the level before DRAM), whose residency decides which
+    activation reads stream from DRAM (see :func:`cold_streaming`); None otherwise."""
+    cal = device.calibration
+    if cal is None or not cal.bandwidth or device.device_class.value != "cpu" or len(device.levels) < 2:
+        return None
+    return device.levels[-2]
+
+
+def cold_streaming(work: Work, nbytes: int, found: tuple[str, float], hit_bytes: int,
+                   device: Device) -> tuple[str, float]:
+    """(level, bytes/s) of a kernel streaming ``nbytes`` at the working-set rate ``found``, when
+    the activation reads not found in the last-level cache (``hit_bytes`` were: their producer
+    ran within the cache's capacity of traffic, :func:`dnnmap.mapping.residency.l2_hits`; a
+    step's inputs, such as a decode step's KV cache, never are) come from DRAM at the copy
+    sweep's rate for a working set 4x the cache. Time adds up: one core streams both."""
+    from dnnmap.hardware.interp import bandwidth_at
+    from dnnmap.hardware.schema import BandwidthKind
+
+    cold = min(max(work.activation_read_bytes - hit_bytes, 0), nbytes)
+    llc = last_cache(device)
+    cal = device.calibration
+    if not cold or llc is None or cal is None:
+        return found
+    pts = cal.bandwidth.get(BandwidthKind.COPY) or next(iter(cal.bandwidth.values()))
+    dram_bw = min(bandwidth_at(pts, 4 * llc.capacity_bytes * llc.instances) * 1e9, device.dram.bandwidth)
+    level, bw = found
+    if dram_bw >= bw:
+        return found
+    seconds = cold / dram_bw + (nbytes - cold) / bw
+    return (device.dram.name if 2 * cold >= nbytes else level), nbytes / seconds
 
 
 def weight_layout(work: Work) -> str:
