@@ -128,7 +128,8 @@ def map_works(
     run_mode = mode_of(partition, mode)
     place = MAPPERS[device.device_class]
     homes = weights_home(device, tuple(works))
-    l2 = l2_level(device) or cal_terms.last_cache(device)
+    gpu_l2 = l2_level(device)
+    l2 = gpu_l2 or cal_terms.last_cache(device)  # a GPU's L2, or a calibrated CPU's last-level cache
     hits = l2_hits(works, l2.capacity_bytes * l2.instances) if l2 is not None else {}
     subs = tuple(estimate(w, place(w, device), device, homes, hits.get(w.subgraph_id, 0)) for w in works)
     subs = cold_paths(works, subs, device)
@@ -152,7 +153,7 @@ def map_works(
         roofline=Roofline(device.peak, device.dram.nominal_bandwidth, device.dram.name),
         naive_latency_s=flops / device.peak, notes=tuple(dict.fromkeys(notes)),
         meta={"weights_in": homes.weights.name, "tensor_precision": device.tensor_precision.value,
-              "l2_hit_bytes": sum(hits.values())},
+              "l2_hit_bytes" if gpu_l2 is not None or not hits else "llc_hit_bytes": sum(hits.values())},
         mode=run_mode.value, host_s=sched.host_s, device_idle_s=sched.device_idle_s,
     )
 

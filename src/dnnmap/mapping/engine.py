@@ -280,7 +280,8 @@ def cold_paths(works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device
 
 def estimate(work: Work, p: Placement, device: Device, homes: Homes, l2_hit_bytes: int = 0) -> SubgraphEstimate:
     """Apply the engine's terms to one placed subgraph (``l2_hit_bytes``: activation reads
-    :mod:`dnnmap.mapping.residency` found still in a GPU's L2)."""
+    :mod:`dnnmap.mapping.residency` found still in a GPU's L2, or a calibrated CPU's last-level
+    cache)."""
     tensor_rate, utilization, calibrated = p.tensor_rate, p.utilization, False
     measured = _measured_tensor_rate(work, device, homes.weights.index == device.dram.index)
     if measured is not None:
