@@ -118,7 +118,7 @@ def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float]]:
     lines, errs = [], []
     cases = [(name, prompt, b) for name in ("hf:llama-150m", "hf:gpt2") for prompt in (32, 128, 512) for b in (1, 4)]
     preds = {(name, prompt): generate(name, str(profile), prompt, 16, [1, 4], precision="fp32", mode="eager")
-             for name, prompt, _ in cases}
+             for name, prompt in dict.fromkeys((n, p) for n, p, _ in cases)}
     real = _real_generations(cases, 16)
     for name, prompt, b in cases:
         ttft, step, load = real[(name, prompt, b)]

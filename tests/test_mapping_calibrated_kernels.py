@@ -178,9 +178,10 @@ def test_training_op_kinds_capture_under_their_aten_names() -> None:
 
 
 def test_a_call_after_a_gap_pays_its_cold_code_path() -> None:
-    """add, a GEMM, add, a view, add: on the toy CPU. The first add has never run (the largest
-    gap's 40 us); the second follows the GEMM and the add's own extra; the third follows a
-    view only, ~0 s after the second add, so it adds almost nothing."""
+    """add, a GEMM, add, a view, add on the toy CPU, a run that repeats. The first add follows the
+    previous run's last add directly (no extra); the GEMM follows its previous run's call by the
+    rest of the run; the second add follows the first by the GEMM; the third follows the second
+    by a view only, and adds almost nothing."""
     from dataclasses import replace
 
     dev = _device()
@@ -193,15 +194,18 @@ def test_a_call_after_a_gap_pays_its_cold_code_path() -> None:
     plain = tuple(estimate(w, place(w, dev), dev, homes) for w in works)
     cold = cold_paths(works, plain, dev)
     extra = [c.latency_s - p.latency_s for c, p in zip(cold, plain, strict=True)]
-    assert extra[0] == pytest.approx(40e-6)
-    gap = plain[1].latency_s + extra[1]  # the add finished, then the GEMM (itself a first call: +40 us) ran
-    assert extra[1] == pytest.approx(40e-6)
+    curve = [(g * 1e-6, v * 1e-6) for g, v in COLD_US.items()]
+    lat = [p.latency_s for p in plain]
+    assert extra[0] == 0.0  # the previous run ended with an add
+    assert extra[1] == pytest.approx(cal_terms.cold_dispatch_s(curve, lat[0] + lat[2] + lat[3] + lat[4]))
+    assert 0 < extra[1] < 5e-6  # a gap of a few us: linear below the 100 us point
+    gap = lat[1] + extra[1]  # the first add finished, then the GEMM ran
     assert 1e-3 < gap < 1e-2  # between the 1 ms and 10 ms points: log-linear between 20 and 40 us
     assert extra[2] == pytest.approx(20e-6 + 20e-6 * math.log10(gap / 1e-3))
     assert extra[3] == 0.0  # views are left alone
-    assert extra[4] == pytest.approx(5e-6 * plain[3].latency_s / 100e-6)  # the view's gap, linear below 100 us
-    assert cold[0].overhead_s == pytest.approx(plain[0].overhead_s + 40e-6)
-    assert cold[0].energy_j == pytest.approx(plain[0].energy_j + dev.idle_w * 40e-6)
+    assert extra[4] == pytest.approx(5e-6 * lat[3] / 100e-6)  # the view's gap, linear below 100 us
+    assert cold[2].overhead_s == pytest.approx(plain[2].overhead_s + extra[2])
+    assert cold[2].energy_j == pytest.approx(plain[2].energy_j + dev.idle_w * extra[2])
     no_curve = Device.of(HardwareProfile.model_validate(EXAMPLE), "fp32")
     assert cold_paths(works, plain, no_curve) == plain  # uncalibrated: not a term
 

@@ -280,6 +280,9 @@ def test_dense_first_layers_are_captured_with_one_that_has_experts(tmp_path) -> 
     p.write_text(json.dumps({**QWEN_MOE, "mlp_only_layers": [0, 1]}))
     info = model_info(f"hf:{p}")
     assert (info.moe_layers, info.first_moe_layer, info.layers_to_capture(2), info.moe_share) == (2, 2, 3, 0.5)
+    last = tmp_path / "qwen-moe-last-dense.json"  # experts first, the last layer dense: capture all 4
+    last.write_text(json.dumps({**QWEN_MOE, "mlp_only_layers": [3]}))
+    assert model_info(f"hf:{last}").layers_to_capture(2) == 4
     est = train(f"hf:{p}", "h100-sxm5", batch=2, seq_len=16, precision="bf16", devices=2, ep=2)
     assert est.all_to_alls == 4 * 2  # 4 per MoE layer, 2 MoE layers
     s = Scenario(f"hf:{p}", batch=1, seq_len=16, layers=3, precision="bf16", amp="bf16", optimizer="adamw")

@@ -229,14 +229,15 @@ COLD_GAPS_US = (100, 300, 1000, 3000, 10000, 30000)
 
 def cold_dispatch_costs(timer: Timer, *, samples: int = 12, gaps_us: tuple[int, ...] = COLD_GAPS_US,
                         clock: Callable[[], float] | None = None) -> list[ScalarPoint]:
-    """Extra seconds of a tiny op's call when ``gap`` of other work ran since it last ran.
+    """Extra seconds of a tiny op's call when ``gap`` of other work ran since that op last ran.
 
     A network calls each kind of small op once a layer, with the layer's other kernels in
     between: by then that op's code and data (its kernel, its TensorIterator path) have left
     the caches and the TLBs, on this machine and to the other tenants of a shared host. Each
-    sample streams an 8 MiB buffer (``sum``, other kernels' work) for ``gap``, then times one
-    call of a tiny op (relu, add, mean, mul in turn) and, right after, the same call again
-    (warm); the cost is the median of first minus second (``dispatch.cold_gap_<us>``).
+    sample copies an 8 MiB buffer 256 KiB at a time (other kernels' work; each copy takes a few
+    us, so the gap overshoots by little) for ``gap``, then times one call of each tiny op (relu,
+    add, mean, mul: each last ran one gap ago) and, after them, each again (warm); the cost is
+    the median over samples and ops of first minus second (``dispatch.cold_gap_<us>``).
     Measured: on this 2-vCPU VM the first call costs ~10 us more after 1 ms and ~50-150 us
     more after 10-100 ms (not in the round-robin tiny-op timings, whose code stays warm)."""
     import statistics
@@ -244,25 +245,30 @@ def cold_dispatch_costs(timer: Timer, *, samples: int = 12, gaps_us: tuple[int, 
 
     now = clock or time.perf_counter
     dev = timer.device
-    buf = torch.randn(2 << 20, device=dev)
+    src, dst = torch.randn(32, 1 << 16, device=dev), torch.empty(32, 1 << 16, device=dev)
     y = torch.randn(1, 1, 768, device=dev)
     ops = (lambda: torch.relu(y), lambda: y + y, lambda: y.mean(-1), lambda: y * y)
     out = []
     with torch.inference_mode():
+        for op in ops:  # each op has run once before the first gap
+            op()
         for gap in gaps_us:
             extra = []
-            for i in range(samples):
-                op = ops[i % len(ops)]
-                end = now() + gap * 1e-6
+            for _ in range(samples):
+                end, j = now() + gap * 1e-6, 0
                 while now() < end:
-                    buf.sum()
+                    dst[j % 32].copy_(src[j % 32])
+                    j += 1
                 timer.synchronize()
-                t0 = now()
-                op()
-                t1 = now()
-                op()
-                t2 = now()
-                extra.append((t1 - t0) - (t2 - t1))
+                cold = []
+                for op in ops:
+                    t0 = now()
+                    op()
+                    cold.append(now() - t0)
+                for op, c in zip(ops, cold, strict=True):
+                    t0 = now()
+                    op()
+                    extra.append(c - (now() - t0))
             out.append(ScalarPoint(f"dispatch.cold_gap_{gap}", max(statistics.median(extra), 0.0), "s"))
     return out
 

@@ -153,7 +153,7 @@ def map_works(
         roofline=Roofline(device.peak, device.dram.nominal_bandwidth, device.dram.name),
         naive_latency_s=flops / device.peak, notes=tuple(dict.fromkeys(notes)),
         meta={"weights_in": homes.weights.name, "tensor_precision": device.tensor_precision.value,
-              "l2_hit_bytes" if gpu_l2 is not None or not hits else "llc_hit_bytes": sum(hits.values())},
+              "llc_hit_bytes" if gpu_l2 is None and l2 is not None else "l2_hit_bytes": sum(hits.values())},
         mode=run_mode.value, host_s=sched.host_s, device_idle_s=sched.device_idle_s,
     )
 

@@ -36,7 +36,6 @@ FLOPs x pJ/FLOP + bytes x pJ/byte of the level that served them + idle power x l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -253,24 +252,33 @@ def _bound(compute: float, memory: float, overhead: float) -> Bound:
 def cold_paths(works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device: Device) -> tuple[SubgraphEstimate, ...]:
     """The subgraphs (a CPU's, run one after another in this order) with each call's cold-path
     cost added: the measured extra of a call of an op kind after the time since that kind last
-    finished (:func:`dnnmap.mapping.measured.cold_dispatch_s`; a kind's first call: the largest
-    measured gap). Views run back to back with their neighbours and are left as they are.
+    finished (:func:`dnnmap.mapping.measured.cold_dispatch_s`). The run repeats (a decode step
+    after a decode step, a training step after a step, a benchmark's runs), so a kind's first
+    call follows its last call of the previous run (gap: the rest of the run after it, plus the
+    time to this call). Views run back to back with their neighbours and are left as they are.
     Nothing changes without a measured curve (GPU profiles, uncalibrated CPUs)."""
     from dataclasses import replace
 
     curve = cal_terms.cold_curve(device)
     if not curve:
         return subs
-    t, last, out = 0.0, {}, []
+    t, last = 0.0, {}
+    for w, s in zip(works, subs, strict=True):  # where each kind last ended in a plain run
+        t += s.latency_s
+        if w.op_class is not OpClass.VIEW:
+            last[w.op_name] = t
+    last = {k: v - t for k, v in last.items()}  # ... as times before this run starts
+    t, out = 0.0, []
     for w, s in zip(works, subs, strict=True):
         if w.op_class is not OpClass.VIEW:
-            extra = cal_terms.cold_dispatch_s(curve, t - last[w.op_name] if w.op_name in last else math.inf)
+            extra = cal_terms.cold_dispatch_s(curve, t - last[w.op_name])
             if extra > 0:
-                over = s.overhead_s + extra
+                over, lat = s.overhead_s + extra, s.latency_s + extra
                 static = s.static_energy_j + device.idle_w * extra
-                s = replace(s, overhead_s=over, latency_s=s.latency_s + extra, static_energy_j=static,
-                            energy_j=s.dynamic_energy_j + static,
-                            bound=s.bound if s.bound is Bound.POWER else _bound(s.compute_s, s.memory_s, over))
+                bound = s.bound if s.bound is Bound.POWER else _bound(s.compute_s, s.memory_s, over)
+                s = replace(s, overhead_s=over, latency_s=lat, static_energy_j=static,
+                            energy_j=s.dynamic_energy_j + static, bound=bound,
+                            estimated_s=lat if s.provenance.get(_TERM_OF[bound]) is FigureSource.ESTIMATED else 0.0)
         t += s.latency_s
         if w.op_class is not OpClass.VIEW:
             last[w.op_name] = t

@@ -216,16 +216,12 @@ def cold_streaming(work: Work, nbytes: int, found: tuple[str, float], hit_bytes:
     ran within the cache's capacity of traffic, :func:`dnnmap.mapping.residency.l2_hits`; a
     step's inputs, such as a decode step's KV cache, never are) come from DRAM at the copy
     sweep's rate for a working set 4x the cache. Time adds up: one core streams both."""
-    from dnnmap.hardware.interp import bandwidth_at
-    from dnnmap.hardware.schema import BandwidthKind
-
     cold = min(max(work.activation_read_bytes - hit_bytes, 0), nbytes)
     llc = last_cache(device)
-    cal = device.calibration
-    if not cold or llc is None or cal is None:
+    far = streaming_bandwidth(4 * llc.capacity_bytes * llc.instances, device) if llc is not None else None
+    if not cold or far is None:
         return found
-    pts = cal.bandwidth.get(BandwidthKind.COPY) or next(iter(cal.bandwidth.values()))
-    dram_bw = min(bandwidth_at(pts, 4 * llc.capacity_bytes * llc.instances) * 1e9, device.dram.bandwidth)
+    dram_bw = far[1]
     level, bw = found
     if dram_bw >= bw:
         return found

@@ -90,6 +90,7 @@ class ModelInfo:
     moe: dict | None = None  # {"experts": E, "top_k": k} of a mixture-of-experts model
     moe_layers: int = 0  # layers with experts (from the config: some may be dense)
     first_moe_layer: int | None = None  # index of the first layer with experts
+    first_dense_layer: int | None = None  # index of the first layer without (MoE models)
 
     @property
     def moe_share(self) -> float:
@@ -97,9 +98,10 @@ class ModelInfo:
         return self.moe_layers / self.layers if self.layers else 0.0
 
     def layers_to_capture(self, wanted: int) -> int:
-        """At least ``wanted`` blocks, and enough that one of them has experts (DeepSeek's
-        first_k_dense_replace / Qwen-MoE's mlp_only_layers make the first layers dense)."""
-        need = self.first_moe_layer + 1 if self.first_moe_layer is not None else 1
+        """At least ``wanted`` blocks, and, for a model with both kinds of layer, enough that
+        one captured block has experts and one has none (DeepSeek's first_k_dense_replace /
+        Qwen-MoE's mlp_only_layers make some layers dense)."""
+        need = 1 + max((i for i in (self.first_moe_layer, self.first_dense_layer) if i is not None), default=0)
         return min(self.layers, max(wanted, need))
 
 
@@ -112,8 +114,10 @@ def model_info(name: str) -> ModelInfo:
     get = lambda *ks: next((getattr(cfg, k) for k in ks if getattr(cfg, k, None)), None)  # noqa: E731
     layers, moe = int(get("num_hidden_layers", "n_layer")), moe_of(cfg)
     sparse = sparse_layer_ids(cfg, layers) if moe else []
+    dense = [i for i in range(layers) if i not in set(sparse)] if moe else []
     return ModelInfo(layers, get("num_attention_heads", "n_head"), get("num_key_value_heads"),
-                     int(get("hidden_size", "n_embd")), moe, len(sparse), sparse[0] if sparse else None)
+                     int(get("hidden_size", "n_embd")), moe, len(sparse), sparse[0] if sparse else None,
+                     dense[0] if dense else None)
 
 
 def component(path: str, first_block: dict[str, bool]) -> str:
@@ -329,7 +333,7 @@ def combine(s: Scenario, prof: HardwareProfile, plan: ParallelPlan, info: ModelI
                           "e.g. first_k_dense_replace / mlp_only_layers / decoder_sparse_step), so their expert "
                           "weights and time cannot be split over ep")
     # the layers with experts, by the config (the captured blocks may be the dense first ones)
-    moe_share = info.moe_layers / info.layers if a2a else 0.0
+    moe_share = info.moe_share if a2a else 0.0
     per_moe_layer = all_to_alls_per_moe_layer(s.recompute)
     ep_layer = per_moe_layer * a2a * moe_share
     stages = _stage_blocks(sm, info, plan, tp_layer + ep_layer)
