@@ -210,3 +210,24 @@ def test_module_entries_follow_the_module_paths() -> None:
     # a.b enters a and a.b (2); same module (0); a.c enters a.c (1); root (0); a (1); d (1)
     assert [calls.entries[o.id] for o in ops] == [2, 0, 1, 0, 1, 1]
     assert calls.leaves == {"a.b", "a.c", "d"}  # "a" has children: a container, not a leaf
+
+
+def test_passes_combine_to_the_median_not_the_fastest() -> None:
+    """Three passes of one GEMM point at 1.0, 1.3 and 0.7 ms (a host drifting by +-30 %): the
+    profile keeps 1.0 ms (the fastest-pass rule kept 0.7), its spread widened to (1.3-0.7)/1.0;
+    a latency scalar and a rate scalar both take their median."""
+    from dnnmap.calibrate.collect import _Store
+    from dnnmap.calibrate.microbench import GemmPoint, ScalarPoint
+
+    store = _Store()
+    for ms, lat, rate in ((1.0, 5e-6, 2e9), (1.3, 9e-6, 1e9), (0.7, 4e-6, 3e9)):
+        one = _Store()
+        one.gemm[("float32", 64, 64, 64)] = [GemmPoint("float32", 64, 64, 64, ms * 1e-3, 0.02)]
+        one.scalar(ScalarPoint("dispatch_us", lat, "s"))
+        one.scalar(ScalarPoint("exp_rate", rate, "1/s"))
+        store.merge(one)
+    (gemm,) = store.typical("gemm")
+    assert gemm.seconds == pytest.approx(1.0e-3)
+    assert gemm.spread == pytest.approx(0.6)
+    scalars = {p.name: p.value for p in store.typical_scalars()}
+    assert scalars == {"dispatch_us": pytest.approx(5e-6), "exp_rate": pytest.approx(2e9)}

@@ -12,10 +12,11 @@ True
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import torch
@@ -125,41 +126,80 @@ def _settle(plan: Plan) -> None:
         wait_until_idle(max_wait_s=plan.idle_wait_s)
 
 
-def _keep_faster(store: dict, key: tuple, point: T) -> None:
-    """Of several passes keep the fastest median: contention from other processes only ever
-    slows a kernel down, so the faster median is the closer one to the device's own speed."""
-    old = store.get(key)
-    if old is None or point.seconds < old.seconds:
-        store[key] = point
+def _keep(store: dict, key: tuple, point: T) -> None:
+    """Add one pass's result for ``key``; :func:`_typical` combines the passes at the end."""
+    store.setdefault(key, []).append(point)
+
+
+def _middle(values: Sequence[float]) -> tuple[int, float]:
+    """The index of the value nearest the median, and the median (of two: their mean).
+
+    >>> _middle([3.0, 1.0, 2.0])
+    (2, 2.0)
+    >>> _middle([1.0, 2.0])
+    (0, 1.5)
+    """
+    mid = statistics.median(values)
+    return min(range(len(values)), key=lambda i: abs(values[i] - mid)), mid
+
+
+def _typical(points: Sequence[T]) -> T:
+    """One point for several passes: the median time, its spread widened to the passes' own.
+
+    The passes run minutes apart. On a shared (virtual) host the machine's speed drifts by
+    ~20 % over minutes with nothing else running inside it (docs/training.md, "the host"), so
+    the median of passes spread in time is what a later run will typically see; the fastest
+    pass (the rule until 2026-12-02) was the speed of the host's best moment and made every
+    prediction optimistic. Contention from processes inside the machine is handled apart: a pass
+    they disturbed is thrown away and run again (:class:`~dnnmap.calibrate.quiet.LoadMeter`).
+
+    >>> from dnnmap.calibrate.microbench import BandwidthPoint
+    >>> pts = [BandwidthPoint("copy", 4096, 8192, s, 0.01) for s in (1.0, 1.2, 0.8)]
+    >>> p = _typical(pts)
+    >>> p.seconds, round(p.spread, 3)
+    (1.0, 0.4)
+    """
+    i, mid = _middle([p.seconds for p in points])
+    across = (max(p.seconds for p in points) - min(p.seconds for p in points)) / mid if mid > 0 else 0.0
+    return replace(points[i], seconds=mid, spread=max(points[i].spread, across))
+
+
+def _typical_scalar(points: Sequence[ScalarPoint]) -> ScalarPoint:
+    """As :func:`_typical`, for a named figure (a latency or a rate alike)."""
+    i, mid = _middle([p.value for p in points])
+    return replace(points[i], value=mid)
 
 
 @dataclass
 class _Store:
-    """The fastest result per key over all passes."""
+    """Every pass's result per key; :meth:`typical` combines them."""
 
-    gemm: dict[tuple, GemmPoint] = field(default_factory=dict)
-    conv: dict[tuple, ConvPoint] = field(default_factory=dict)
-    conv_backward: dict[tuple, ConvPoint] = field(default_factory=dict)
-    gemm_stream: dict[tuple, StreamPoint] = field(default_factory=dict)
-    op_sweep: dict[tuple, OpKindPoint] = field(default_factory=dict)
-    bandwidth: dict[tuple, BandwidthPoint] = field(default_factory=dict)
-    opkinds: dict[tuple, OpKindPoint] = field(default_factory=dict)
-    scalars: dict[str, ScalarPoint] = field(default_factory=dict)
+    gemm: dict[tuple, list[GemmPoint]] = field(default_factory=dict)
+    conv: dict[tuple, list[ConvPoint]] = field(default_factory=dict)
+    conv_backward: dict[tuple, list[ConvPoint]] = field(default_factory=dict)
+    gemm_stream: dict[tuple, list[StreamPoint]] = field(default_factory=dict)
+    op_sweep: dict[tuple, list[OpKindPoint]] = field(default_factory=dict)
+    bandwidth: dict[tuple, list[BandwidthPoint]] = field(default_factory=dict)
+    opkinds: dict[tuple, list[OpKindPoint]] = field(default_factory=dict)
+    scalars: dict[str, list[ScalarPoint]] = field(default_factory=dict)
+
+    _TABLES = ("gemm", "conv", "conv_backward", "gemm_stream", "op_sweep", "bandwidth", "opkinds")
 
     def merge(self, other: _Store) -> None:
-        for name in ("gemm", "conv", "conv_backward", "gemm_stream", "op_sweep", "bandwidth", "opkinds"):
+        for name in (*self._TABLES, "scalars"):
             mine = getattr(self, name)
-            for key, point in getattr(other, name).items():
-                _keep_faster(mine, key, point)
-        for point in other.scalars.values():
-            self.scalar(point)
+            for key, points in getattr(other, name).items():
+                mine.setdefault(key, []).extend(points)
 
     def scalar(self, point: ScalarPoint) -> None:
-        """Latencies keep their smallest value, rates (unit 1/s) their largest."""
-        old = self.scalars.get(point.name)
-        better = old is None or (point.value > old.value if point.unit == "1/s" else point.value < old.value)
-        if better:
-            self.scalars[point.name] = point
+        self.scalars.setdefault(point.name, []).append(point)
+
+    def typical(self, name: str) -> tuple:
+        """One point per key of table ``name`` (the median over the passes)."""
+        return tuple(_typical(points) for points in getattr(self, name).values())
+
+    def typical_scalars(self) -> tuple[ScalarPoint, ...]:
+        return tuple(_typical_scalar(points) for points in self.scalars.values())
 
 
 @dataclass
@@ -179,7 +219,7 @@ class _Steps:
 
 def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, store: _Store,
               step: _Steps, tag: str, seed: int = 0) -> None:
-    """Every sweep once; each point is kept if it beat the previous passes. GEMMs and convs
+    """Every sweep once, each point added to ``store``. GEMMs and convs
     run round-robin in a shuffled order (``seed``), see :func:`time_problems`."""
     r, s = plan.runs, plan.min_seconds
     _settle(plan)  # once per pass: under a steady background load, waiting longer buys nothing
@@ -194,28 +234,28 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
         with _tf32(grid.dtype == "tf32"):
             for pt in time_problems(timer, probs, rounds=r, warmup_rounds=plan.warmup, seed=seed,
                                     on_chunk=lambda n, p: step.advance(n, f"GEMM {p.key}{tag}")):
-                _keep_faster(store.gemm, (pt.dtype, pt.m, pt.n, pt.k), pt)
+                _keep(store.gemm, (pt.dtype, pt.m, pt.n, pt.k), pt)
     convs = [conv_problem(timer.device, cg.kind, cg.kernel, hw, cin, cout)
              for cg in plan.convs for hw, cin, cout in cg.points()]
     for pt in time_problems(timer, convs, rounds=r, warmup_rounds=plan.warmup, seed=seed,
                             on_chunk=lambda n, p: step.advance(n, f"conv {p.key}{tag}")):
-        _keep_faster(store.conv, (pt.kind, pt.kernel, pt.hw, pt.cin, pt.cout), pt)
+        _keep(store.conv, (pt.kind, pt.kernel, pt.hw, pt.cin, pt.cout), pt)
     backward = [conv_backward_problem(timer.device, cg.kind, cg.kernel, hw, cin, cout)
                 for cg in plan.conv_backward for hw, cin, cout in cg.points()]
     for pt in time_problems(timer, backward, rounds=r, warmup_rounds=plan.warmup, seed=seed,
                             on_chunk=lambda n, p: step.advance(n, f"conv backward {p.key}{tag}")):
-        _keep_faster(store.conv_backward, (pt.kind, pt.kernel, pt.hw, pt.cin, pt.cout), pt)
+        _keep(store.conv_backward, (pt.kind, pt.kernel, pt.hw, pt.cin, pt.cout), pt)
     _stream_pass(plan, timer, store, step, tag)
     for kind in ("read", "copy", "add"):
         for ws in plan.bandwidth_bytes:
-            _keep_faster(store.bandwidth, (kind, ws), time_bandwidth(timer, kind, ws, runs=r, min_seconds=s))
+            _keep(store.bandwidth, (kind, ws), time_bandwidth(timer, kind, ws, runs=r, min_seconds=s))
             step(f"{kind} bandwidth {ws / 1024:.0f} KiB{tag}")
     for pt in time_opkinds(timer, plan.opkinds, costs, runs=r, min_seconds=s):
-        _keep_faster(store.opkinds, (pt.name,), pt)
+        _keep(store.opkinds, (pt.name,), pt)
     step(f"op kinds (pooling, normalization, activations){tag}")
     if plan.op_sweep:
         for pt in time_opkind_sweep(timer, plan.op_sweep, costs, runs=r):
-            _keep_faster(store.op_sweep, (pt.name, pt.bytes), pt)
+            _keep(store.op_sweep, (pt.name, pt.bytes), pt)
         step(f"training op kinds over sizes{tag}")
 
 
@@ -230,7 +270,7 @@ def _stream_pass(plan: Plan, timer: Timer, store: _Store, step: _Steps, tag: str
     pool = weight_pool(timer.device, max(grid.pool_bytes, 4 * llc, 2 * 4 * max(grid.n) * max(grid.k)))
     for layout, m, n, k in grid.points():
         pt = time_gemm_stream(timer, pool, layout, m, n, k, runs=plan.runs, warmup=plan.warmup)
-        _keep_faster(store.gemm_stream, (layout, m, n, k), pt)
+        _keep(store.gemm_stream, (layout, m, n, k), pt)
         step(f"streaming GEMM {layout} {m}x{n}x{k}{tag}")
     del pool
 
@@ -277,14 +317,14 @@ def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | Non
         device=plan.device,
         device_name=device_name(plan.device),
         threads=threads,
-        gemm=tuple(store.gemm.values()),
-        conv=tuple(store.conv.values()),
-        conv_backward=tuple(store.conv_backward.values()),
-        gemm_stream=tuple(store.gemm_stream.values()),
-        op_sweep=tuple(store.op_sweep.values()),
-        bandwidth=tuple(store.bandwidth.values()),
-        scalars=tuple(store.scalars.values()),
-        opkinds=tuple(store.opkinds.values()),
+        gemm=store.typical("gemm"),
+        conv=store.typical("conv"),
+        conv_backward=store.typical("conv_backward"),
+        gemm_stream=store.typical("gemm_stream"),
+        op_sweep=store.typical("op_sweep"),
+        bandwidth=store.typical("bandwidth"),
+        scalars=store.typical_scalars(),
+        opkinds=store.typical("opkinds"),
         dtypes_skipped=tuple(d for d in dtypes if d not in supported),
         load_before=load_before,
         load_after=load_average(),

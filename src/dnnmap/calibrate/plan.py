@@ -101,7 +101,7 @@ class Plan:
     runs: int = 5  # timed samples per point (median kept)
     warmup: int = 2  # untimed calls before them
     min_seconds: float = 0.02  # and at least this much timed work per point
-    passes: int = 1  # sweeps over every grid; per point the fastest median is kept
+    passes: int = 1  # sweeps over every grid, minutes apart; per point the median over them is kept
     opkinds: tuple[str, ...] = ()  # op-kind microbenchmarks (see dnnmap.calibrate.opkinds)
     idle_wait_s: float = 0.0  # before each sweep, wait up to this long for other processes to go idle
     quick: bool = False
@@ -188,7 +188,9 @@ def plan_for(device: str, quick: bool = False) -> Plan:
         runs=3,
         warmup=1,
         min_seconds=0.002,
-        passes=2,
+        # three sweeps ~2.5 min apart: the median point is robust to one caught at an extreme of
+        # a shared host's drift (~20 % over minutes here, see collect._typical)
+        passes=3,
         opkinds=ALL_OPKINDS,
         idle_wait_s=10.0,
         # m: a decode step's tokens (batch 1 .. 16); n, k: 256 .. 4096 wide layers (a wider one,
