@@ -65,15 +65,17 @@ def _generation(model, ids, prompt: int, gen: int) -> tuple[float, list[float]]:
     return ttft, steps
 
 
-def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int = 3) -> dict[tuple, tuple]:
+def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int = 3) -> tuple[dict[tuple, tuple], list[float]]:
     """(TTFT, median decode step, other processes' CPU share) of each (model, prompt, batch) case:
     two untimed warm-up generations per case (first-call allocations, oneDNN primitives), then
     ``rounds`` rounds over all the cases, per round an untimed prefill + one step of the case (the
     allocator back in its state after the other cases ran) and one timed generation, so every case's
     samples are spread over the whole run (a slow minute of this shared host lands on one
-    sample of each case, not on every sample of one); medians over the rounds."""
+    sample of each case, not on every sample of one); medians over the rounds. Also the host's
+    yardstick (``dnnmap.calibrate.probe``) in us, timed before each round and after the last."""
     import torch
 
+    from dnnmap.calibrate.probe import probe_now_us
     from dnnmap.calibrate.quiet import OtherProcessesLoad
     from dnnmap.capture.sources import build_model
 
@@ -87,7 +89,9 @@ def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int =
     ttfts: dict[tuple, list[float]] = {c: [] for c in cases}
     steps: dict[tuple, list[float]] = {c: [] for c in cases}
     shares: dict[tuple, list[float]] = {c: [] for c in cases}
+    probes = []
     for _ in range(rounds):
+        probes.append(probe_now_us())
         for c in cases:
             _wait_quiet()
             _generation(models[c[0]], ids[c], c[1], 2)  # untimed: the allocator back in this case's state
@@ -96,7 +100,8 @@ def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int =
             shares[c].append(meter.share())
             ttfts[c].append(ttft)
             steps[c] += st
-    return {c: (statistics.median(ttfts[c]), statistics.median(steps[c]), max(shares[c])) for c in cases}
+    probes.append(probe_now_us())
+    return {c: (statistics.median(ttfts[c]), statistics.median(steps[c]), max(shares[c])) for c in cases}, probes
 
 
 def _wait_quiet(threshold: float = 0.05, max_wait_s: float = 120.0) -> float:
@@ -114,12 +119,18 @@ def _wait_quiet(threshold: float = 0.05, max_wait_s: float = 120.0) -> float:
             return share
 
 
-def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float]]:
+def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float], str]:
+    """Table rows, |errors|, and how fast the host ran against its calibration ("" if unknown)."""
+    from dnnmap.calibrate.probe import calibrated_probe_us, speed_ratio
+    from dnnmap.hardware import load_profile
+
     lines, errs = [], []
     cases = [(name, prompt, b) for name in ("hf:llama-150m", "hf:gpt2") for prompt in (32, 128, 512) for b in (1, 4)]
     preds = {(name, prompt): generate(name, str(profile), prompt, 16, [1, 4], precision="fp32", mode="eager")
              for name, prompt in dict.fromkeys((n, p) for n, p, _ in cases)}
-    real = _real_generations(cases, 16)
+    real, probes = _real_generations(cases, 16)
+    cal_us = calibrated_probe_us(load_profile(str(profile)))
+    host = speed_ratio(cal_us, probes).describe() if cal_us else ""
     for name, prompt, b in cases:
         ttft, step, load = real[(name, prompt, b)]
         row = preds[(name, prompt)].row(b)
@@ -129,7 +140,8 @@ def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float]]:
             lines.append(f"| {name} | {prompt} | {b} | {what} | {meas * 1e3:.1f} | {pred * 1e3:.1f} | "
                          f"{err:+.0%} | {load:.0%} |")
         print(lines[-2], lines[-1], sep="\n", flush=True)
-    return lines, errs
+    print(host or "host speed against the calibration: unknown (profile without probe_gemm512_us)")
+    return lines, errs, host
 
 
 def serving() -> tuple[list[str], list[float]]:
@@ -185,7 +197,7 @@ def main() -> None:
     out = ["# LLM generation: predicted vs measured", "",
            "Regenerate: `.venv/bin/python benchmarks/bench_llm.py` (see its docstring).", ""]
     if a.part in ("all", "cpu"):
-        lines, errs = cpu(a.profile)
+        lines, errs, host = cpu(a.profile)
         out += ["## Real greedy generation on this CPU (2 cores), held out from calibration", "",
                 "Measured: eager PyTorch, random fp32 weights, DynamicCache, 2 warm-up generations per case, then "
                 "3 rounds over all 12 cases (per round, an untimed prefill + 1 step of the case, then one timed "
@@ -197,7 +209,7 @@ def main() -> None:
                 "", "| model | prompt | batch | what | measured ms | predicted ms | error | others |",
                 "|---|---|---|---|---|---|---|---|", *lines, "",
                 f"median |error| {statistics.median(errs):.0%}, within 15 %: "
-                f"{sum(e <= 0.15 for e in errs)}/{len(errs)}", ""]
+                f"{sum(e <= 0.15 for e in errs)}/{len(errs)}" + (f"; {host}" if host else ""), ""]
     if a.part in ("all", "serving"):
         lines, errs = serving()
         out += ["## lmdeploy (TurboMind) on an A100-80G, fp16, 128 new tokens", "",

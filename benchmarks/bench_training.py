@@ -58,12 +58,14 @@ def _step(model, x, target, opt) -> float:  # noqa: ANN001
     return time.perf_counter() - t
 
 
-def measure_cpu(cases: list[tuple], rounds: int = 7) -> dict[tuple, tuple[float, float]]:
+def measure_cpu(cases: list[tuple], rounds: int = 7) -> tuple[dict[tuple, tuple[float, float]], list[float]]:
     """(median step seconds, largest CPU share other processes took during a sample) per case:
     2 untimed warm-up steps per case, then ``rounds`` rounds over all the cases, an untimed and a
     timed step of each per round (a training loop runs its steps back to back: the untimed one
     puts the allocator back in this model's state), so a slow minute of this shared host lands
-    on one sample of each case rather than on every sample of one."""
+    on one sample of each case rather than on every sample of one. Also the host's yardstick
+    (``dnnmap.calibrate.probe``) in us, timed before each round and after the last."""
+    from dnnmap.calibrate.probe import probe_now_us
     from dnnmap.calibrate.quiet import OtherProcessesLoad
 
     setups = {}
@@ -74,18 +76,26 @@ def measure_cpu(cases: list[tuple], rounds: int = 7) -> dict[tuple, tuple[float,
             _step(*setups[c])
     times: dict[tuple, list[float]] = {c: [] for c in cases}
     shares: dict[tuple, list[float]] = {c: [] for c in cases}
+    probes = []
     for _ in range(rounds):
+        probes.append(probe_now_us())
         for c in cases:
             _step(*setups[c])  # untimed: the allocator back in this model's state after the others ran
             meter = OtherProcessesLoad()
             times[c].append(_step(*setups[c]))
             shares[c].append(meter.share())
-    return {c: (statistics.median(times[c]), max(shares[c])) for c in cases}
+    probes.append(probe_now_us())
+    return {c: (statistics.median(times[c]), max(shares[c])) for c in cases}, probes
 
 
-def cpu_rows(profile: str) -> list[dict]:
+def cpu_rows(profile: str) -> tuple[list[dict], str]:
+    """The rows, and how fast the host ran against its calibration ("" if unknown)."""
+    from dnnmap.calibrate.probe import calibrated_probe_us, speed_ratio
+
     rows = []
-    measured = measure_cpu(CPU_CASES)
+    measured, probes = measure_cpu(CPU_CASES)
+    cal_us = calibrated_probe_us(load_profile(profile))
+    host = speed_ratio(cal_us, probes).describe() if cal_us else ""
     for c in CPU_CASES:
         name, batch, seq, layers = c
         meas, others = measured[c]
@@ -94,7 +104,7 @@ def cpu_rows(profile: str) -> list[dict]:
         pred = train_step(s, profile).step_s
         rows.append({"case": f"{name} b{batch}" + (f" s{seq} {layers} layers" if seq else ""), "measured_ms": meas * 1e3,
                      "predicted_ms": pred * 1e3, "error": pred / meas - 1, "others": others})
-    return rows
+    return rows, host
 
 
 def neusight_rows() -> list[dict]:
@@ -157,11 +167,24 @@ def _table(rows: list[dict]) -> list[str]:
     return out
 
 
+NOTES_START, NOTES_END = "<!-- notes: kept by bench_training.py -->", "<!-- /notes -->"
+
+
+def _kept_notes(doc: Path) -> list[str]:
+    """The hand-written block between the notes markers of the existing ``doc`` (the runs of the
+    day, what was diagnosed), kept when the file is regenerated; the bare markers if none."""
+    text = doc.read_text() if doc.exists() else ""
+    if NOTES_START in text and NOTES_END in text:
+        block = text[text.index(NOTES_START):text.index(NOTES_END) + len(NOTES_END)]
+        return [*block.split("\n"), ""]
+    return [NOTES_START, NOTES_END, ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default=str(ROOT / "calibrated" / "cloud-x86-2c-measured.yaml"))
     args = ap.parse_args()
-    cpu = cpu_rows(args.profile)
+    cpu, host = cpu_rows(args.profile)
     ns = neusight_rows()
     secs, plans = plan_search()
     lines = ["# Training steps: measured vs predicted", "",
@@ -171,7 +194,8 @@ def main() -> None:
              "7 rounds over the 6 cases (per round, an untimed then a timed step of each), median per case.",
              "The profile comes from `dnnmap calibrate` microbenchmarks only; no training step informed it. "
              "`others`: the share of the 2 CPUs other processes used while the case was timed.", "",
-             *_table(cpu), "", *CPU_NOTE, "",
+             *_table(cpu), *([f"{host} (512^3 GEMM yardstick, `dnnmap.calibrate.probe`)"] if host else []), "",
+             *_kept_notes(ROOT / "docs" / "training.md"), *CPU_NOTE, "",
              "## (b) NeuSight training labels (fp32, TF32 off, eager attention), datasheet profiles", "",
              "Single V100: forward + loss + backward, no optimizer step. 4 x A100-SXM4-40GB: Megatron-LM GPT2-Large, "
              "global batch 4, AdamW step assumed, NVLink 3 + NVSwitch from the profile's interconnect section.", "",

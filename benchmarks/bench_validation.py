@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 
 from dnnmap.calibrate import calibrate, write_profile
+from dnnmap.calibrate.probe import calibrated_probe_us, probe_now_us, speed_ratio
 from dnnmap.calibrate.timing import load_average
 from dnnmap.hardware.loader import load_file, load_profile
 from dnnmap.report.units import seconds
@@ -84,8 +85,13 @@ KNOWN_LIMITS = [
     "- **Shapes outside the calibration grids.** Strided and dilated convolutions are looked up in the "
     "stride-1 grids at their (M, N, K); batch-8 activations exceed the largest measured M (the "
     "throughput is clamped there, not extrapolated).",
-    "- **Run-to-run noise.** On this shared 2-vCPU VM the same case varies by about ±10 % between "
-    "benchmark runs even when no other process is busy at the start of the case.",
+    "- **Run-to-run noise and host drift.** On this shared 2-vCPU VM the same case varies by about ±10 % "
+    "between benchmark runs even when no other process is busy at the start of the case, and the host's "
+    "speed itself drifts by ~20 % over minutes (a 512^3 GEMM timed each second for 25 s: 125-195 GFLOP/s; "
+    "four calibrations of 2026-12-01 measured the median GEMM grid point at 1.00 / 0.88 / 0.81 / 0.99x of the "
+    "first). The calibration keeps the median of 3 passes minutes apart (since 2026-12-02; before, the "
+    "faster of 2, which priced the host's best moment), and the host-speed line above says how the host "
+    "ran during the model runs against the calibration.",
     "",
 ]
 
@@ -133,15 +139,20 @@ def main(argv: list[str] | None = None) -> int:
         console.print(r)
     start = time.perf_counter()
     settings = RunSettings(warmup=2, min_runs=5, min_seconds=args.min_seconds, max_runs=30, idle_wait_s=30.0)
+    probes = [probe_now_us()]
     with rich_progress("validating") as progress:
         measured = validate(models, prof, batches, settings=settings, progress=progress)
+    probes.append(probe_now_us())
     val_s = time.perf_counter() - start
+    cal_us = calibrated_probe_us(prof)
+    host = speed_ratio(cal_us, probes).describe() if cal_us else ""
+    console.print(host or "host speed against the calibration: unknown (profile without probe_gemm512_us)")
     datasheet = repredict(measured, load_profile(DATASHEET))
     for rep in (measured, datasheet):
         for r in render_validation(rep, detail=rep is measured):
             console.print(r)
     if not args.no_docs:
-        write_docs(measured, datasheet, prof, load0, cal_s, val_s, argv)
+        write_docs(measured, datasheet, prof, load0, cal_s, val_s, argv, host)
     return 0
 
 
@@ -158,7 +169,7 @@ def _busy(r: ValidationReport) -> str:
 
 
 def write_docs(cal: ValidationReport, sheet: ValidationReport, prof: object, load0: float,
-               cal_s: float, val_s: float, argv: list[str] | None) -> None:
+               cal_s: float, val_s: float, argv: list[str] | None, host: str = "") -> None:
     cmd = " ".join([".venv/bin/python benchmarks/bench_validation.py", *(argv if argv is not None else sys.argv[1:])])
     c = prof.calibration  # type: ignore[attr-defined]
     loads = [x.load_avg for x in cal.cases if x.ok]
@@ -178,6 +189,10 @@ def write_docs(cal: ValidationReport, sheet: ValidationReport, prof: object, loa
         f"{max(loads, default=0):.2f} (this includes the benchmark's own 2 threads); CPU share used by other "
         f"processes just before each case was timed: {_busy(cal)}. The machine is shared, so timings carry "
         "noise from other processes; each case is the median of at least 5 timed runs after 2 warm-up runs.",
+        f"- Host speed (a 512^3 GEMM yardstick timed before and after the model runs, against the same "
+        f"yardstick's median in the calibration, `dnnmap.calibrate.probe`): {host or 'unknown (profile without it)'}. "
+        "Above 1x the host ran faster than when it was calibrated, and predictions come out long by about "
+        "that much; nothing in the prediction uses it.",
         "",
         "## Method",
         "",
@@ -192,7 +207,8 @@ def write_docs(cal: ValidationReport, sheet: ValidationReport, prof: object, loa
         "`nn.Module` level entered.",
         "- Calibration times GEMM / conv grid points and tiny ops round-robin in a shuffled order (each "
         "call follows a different kernel on different data, as layers in a network do), not in a hot "
-        "loop of one call; of 2 passes the faster median per point is kept.",
+        "loop of one call; of 3 passes, minutes apart, the median per point is kept (this host's speed "
+        "drifts ~20 % over minutes: the fastest pass would be its best moment).",
         "- Measurement: `dnnmap.capture.build_model(..., fake=False)` (same model, same input shape, "
         "random weights), `eval()`, `torch.inference_mode()`; per-op-class attribution from one extra run "
         "under `torch.profiler`, scaled to the timed median.",

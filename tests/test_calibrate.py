@@ -49,6 +49,10 @@ def test_quick_calibration_writes_a_valid_measured_profile(quick: tuple[Path, Ha
     assert set(cal.conv_shapes) == {ConvKind.DENSE, ConvKind.POINTWISE, ConvKind.DEPTHWISE}
     assert {"dispatch_conv_us", "dispatch_view_us", "exp_per_s", "op_max_pool2d_flops_per_s"} <= set(cal.scalars)
     assert cal.dispatch_us == prof.kernel_launch_us > 0
+    # the host-speed yardstick: a 512^3 GEMM (2.7e8 FLOP) takes between 0.1 ms (2.7 TFLOP/s) and 1 s
+    from dnnmap.calibrate.probe import calibrated_probe_us
+
+    assert 100 < calibrated_probe_us(prof) < 1e6
     text = path.read_text()
     assert "no model was timed" in text  # the held-out statement travels with the file
 

@@ -301,6 +301,18 @@ def transcendental_rates(timer: Timer, *, runs: int) -> list[ScalarPoint]:
     return res
 
 
+PROBE_NAME = "probe.gemm512"
+
+
+def host_probe(timer: Timer, *, runs: int = 5) -> ScalarPoint:
+    """Seconds of one 512^3 fp32 GEMM at the current thread count, in a hot loop (~50 ms of
+    work): a fixed yardstick of the host's speed. The calibration times it once a pass and keeps
+    the median; a later run times it again, and the ratio says how much faster or slower the host
+    is than when it was calibrated (:func:`dnnmap.calibrate.probe.host_speed`)."""
+    g = time_gemm(timer, "float32", 512, 512, 512, runs=runs, min_seconds=0.05)
+    return ScalarPoint(PROBE_NAME, g.seconds, "s", g.spread)
+
+
 def thread_scaling(timer: Timer, threads: tuple[int, ...], *, runs: int) -> list[ScalarPoint]:
     """Seconds of a 512^3 GEMM and of a 16 MiB add at each thread count (CPU only)."""
     if timer.device != "cpu":
