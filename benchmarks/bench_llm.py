@@ -65,14 +65,14 @@ def _generation(model, ids, prompt: int, gen: int) -> tuple[float, list[float]]:
     return ttft, steps
 
 
-def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int = 3) -> tuple[dict[tuple, tuple], list[float]]:
+def _real_generations(cases: list[tuple[str, int, int]], gen: int, rounds: int = 3) -> tuple[dict[tuple, tuple], list[dict[str, float]]]:
     """(TTFT, median decode step, other processes' CPU share) of each (model, prompt, batch) case:
     two untimed warm-up generations per case (first-call allocations, oneDNN primitives), then
     ``rounds`` rounds over all the cases, per round an untimed prefill + one step of the case (the
     allocator back in its state after the other cases ran) and one timed generation, so every case's
     samples are spread over the whole run (a slow minute of this shared host lands on one
     sample of each case, not on every sample of one); medians over the rounds. Also the host's
-    yardstick (``dnnmap.calibrate.probe``) in us, timed before each round and after the last."""
+    yardsticks (``dnnmap.calibrate.probe``) in us, timed before each round and after the last."""
     import torch
 
     from dnnmap.calibrate.probe import probe_now_us
@@ -121,7 +121,7 @@ def _wait_quiet(threshold: float = 0.05, max_wait_s: float = 120.0) -> float:
 
 def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float], str]:
     """Table rows, |errors|, and how fast the host ran against its calibration ("" if unknown)."""
-    from dnnmap.calibrate.probe import calibrated_probe_us, speed_ratio
+    from dnnmap.calibrate.probe import host_line
     from dnnmap.hardware import load_profile
 
     lines, errs = [], []
@@ -129,8 +129,7 @@ def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float], str]:
     preds = {(name, prompt): generate(name, str(profile), prompt, 16, [1, 4], precision="fp32", mode="eager")
              for name, prompt in dict.fromkeys((n, p) for n, p, _ in cases)}
     real, probes = _real_generations(cases, 16)
-    cal_us = calibrated_probe_us(load_profile(str(profile)))
-    host = speed_ratio(cal_us, probes).describe() if cal_us else ""
+    host = host_line(load_profile(str(profile)), probes)
     for name, prompt, b in cases:
         ttft, step, load = real[(name, prompt, b)]
         row = preds[(name, prompt)].row(b)
@@ -140,7 +139,7 @@ def cpu(profile: Path = CPU_PROFILE) -> tuple[list[str], list[float], str]:
             lines.append(f"| {name} | {prompt} | {b} | {what} | {meas * 1e3:.1f} | {pred * 1e3:.1f} | "
                          f"{err:+.0%} | {load:.0%} |")
         print(lines[-2], lines[-1], sep="\n", flush=True)
-    print(host or "host speed against the calibration: unknown (profile without probe_gemm512_us)")
+    print(host or "host speed against the calibration: unknown (profile without the yardsticks)")
     return lines, errs, host
 
 

@@ -58,7 +58,7 @@ def _step(model, x, target, opt) -> float:  # noqa: ANN001
     return time.perf_counter() - t
 
 
-def measure_cpu(cases: list[tuple], rounds: int = 7) -> tuple[dict[tuple, tuple[float, float]], list[float]]:
+def measure_cpu(cases: list[tuple], rounds: int = 7) -> tuple[dict[tuple, tuple[float, float]], list[dict[str, float]]]:
     """(median step seconds, largest CPU share other processes took during a sample) per case:
     2 untimed warm-up steps per case, then ``rounds`` rounds over all the cases, an untimed and a
     timed step of each per round (a training loop runs its steps back to back: the untimed one
@@ -90,12 +90,11 @@ def measure_cpu(cases: list[tuple], rounds: int = 7) -> tuple[dict[tuple, tuple[
 
 def cpu_rows(profile: str) -> tuple[list[dict], str]:
     """The rows, and how fast the host ran against its calibration ("" if unknown)."""
-    from dnnmap.calibrate.probe import calibrated_probe_us, speed_ratio
+    from dnnmap.calibrate.probe import host_line
 
     rows = []
     measured, probes = measure_cpu(CPU_CASES)
-    cal_us = calibrated_probe_us(load_profile(profile))
-    host = speed_ratio(cal_us, probes).describe() if cal_us else ""
+    host = host_line(load_profile(profile), probes)
     for c in CPU_CASES:
         name, batch, seq, layers = c
         meas, others = measured[c]
@@ -194,7 +193,7 @@ def main() -> None:
              "7 rounds over the 6 cases (per round, an untimed then a timed step of each), median per case.",
              "The profile comes from `dnnmap calibrate` microbenchmarks only; no training step informed it. "
              "`others`: the share of the 2 CPUs other processes used while the case was timed.", "",
-             *_table(cpu), *([f"{host} (512^3 GEMM yardstick, `dnnmap.calibrate.probe`)"] if host else []), "",
+             *_table(cpu), *([f"{host} (yardsticks: a 512^3 GEMM and a 64 MiB copy, `dnnmap.calibrate.probe`)"] if host else []), "",
              *_kept_notes(ROOT / "docs" / "training.md"), *CPU_NOTE, "",
              "## (b) NeuSight training labels (fp32, TF32 off, eager attention), datasheet profiles", "",
              "Single V100: forward + loss + backward, no optimizer step. 4 x A100-SXM4-40GB: Megatron-LM GPT2-Large, "

@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 
 from dnnmap.calibrate import calibrate, write_profile
-from dnnmap.calibrate.probe import calibrated_probe_us, probe_now_us, speed_ratio
+from dnnmap.calibrate.probe import describe, from_ratios
 from dnnmap.calibrate.timing import load_average
 from dnnmap.hardware.loader import load_file, load_profile
 from dnnmap.report.units import seconds
@@ -139,14 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(r)
     start = time.perf_counter()
     settings = RunSettings(warmup=2, min_runs=5, min_seconds=args.min_seconds, max_runs=30, idle_wait_s=30.0)
-    probes = [probe_now_us()]
     with rich_progress("validating") as progress:
         measured = validate(models, prof, batches, settings=settings, progress=progress)
-    probes.append(probe_now_us())
     val_s = time.perf_counter() - start
-    cal_us = calibrated_probe_us(prof)
-    host = speed_ratio(cal_us, probes).describe() if cal_us else ""
-    console.print(host or "host speed against the calibration: unknown (profile without probe_gemm512_us)")
+    ratios = {k: [c.host_speed[k] for c in measured.cases if k in c.host_speed] for k in ("compute", "memory")}
+    host = describe({k: from_ratios(v) for k, v in ratios.items() if v})
+    console.print(host or "host speed against the calibration: unknown (profile without the yardsticks)")
     datasheet = repredict(measured, load_profile(DATASHEET))
     for rep in (measured, datasheet):
         for r in render_validation(rep, detail=rep is measured):
@@ -189,10 +187,11 @@ def write_docs(cal: ValidationReport, sheet: ValidationReport, prof: object, loa
         f"{max(loads, default=0):.2f} (this includes the benchmark's own 2 threads); CPU share used by other "
         f"processes just before each case was timed: {_busy(cal)}. The machine is shared, so timings carry "
         "noise from other processes; each case is the median of at least 5 timed runs after 2 warm-up runs.",
-        f"- Host speed (a 512^3 GEMM yardstick timed before and after the model runs, against the same "
-        f"yardstick's median in the calibration, `dnnmap.calibrate.probe`): {host or 'unknown (profile without it)'}. "
-        "Above 1x the host ran faster than when it was calibrated, and predictions come out long by about "
-        "that much; nothing in the prediction uses it.",
+        f"- Host speed (two yardsticks, a 512^3 GEMM and a 64 MiB copy, timed after each case against their "
+        f"medians in the calibration, `dnnmap.calibrate.probe`; per case in the table's last column): "
+        f"{host or 'unknown (profile without them)'}. Above 1x the host ran faster than when it was "
+        "calibrated, and predictions of the work the yardstick stands for come out long by about that "
+        "much; nothing in the prediction uses it.",
         "",
         "## Method",
         "",

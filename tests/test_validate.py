@@ -76,6 +76,26 @@ def test_report_structure(report: ValidationReport, profile: HardwareProfile) ->
     assert s.cases == 2 and 0.0 <= s.within_10 <= s.within_20 <= 1.0
 
 
+def test_each_case_says_how_fast_the_host_ran_against_the_calibration(
+        report: ValidationReport, profile: HardwareProfile) -> None:
+    """The calibration stored both yardsticks; each case timed them again right after it ran.
+    The same machine minutes later: each ratio within a factor of 5 of 1 (a shared CI runner
+    drifts, but not 5x); a datasheet re-prediction drops the ratios (they were against the
+    calibrated profile); the Markdown table gets the column."""
+    from dnnmap.report.validation import validation_markdown
+    from dnnmap.validate import repredict
+    from dnnmap.validate.run import Shapes
+
+    for c in report.cases:
+        assert set(c.host_speed) == {"compute", "memory"}
+        assert all(0.2 < v < 5.0 for v in c.host_speed.values()), c.host_speed
+    assert json.loads(json.dumps(report.to_dict()))["cases"][0]["host_speed"].keys() == {"compute", "memory"}
+    assert "host speed (compute / memory)" in validation_markdown(report)
+    sheet = repredict(report, "cloud-x86-2c", shapes=Shapes(None, "3,32,32"))
+    assert all(c.host_speed == {} for c in sheet.cases)
+    assert "host speed" not in validation_markdown(sheet)
+
+
 def test_no_prediction_exceeds_the_profile(report: ValidationReport, profile: HardwareProfile) -> None:
     """Every subgraph: FLOP/s <= the peak, bytes/s <= the bandwidth of the level it names."""
     peak = max(profile.peak_tflops.values()) * 1e12

@@ -34,7 +34,7 @@ from dnnmap.calibrate.microbench import (
     dtype_supported,
     fresh_page_cost,
     gemm_problem,
-    host_probe,
+    host_probes,
     thread_scaling,
     time_bandwidth,
     time_gemm_stream,
@@ -228,7 +228,7 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
         timer, samples=4 if plan.quick else 12, gaps_us=(100, 1000) if plan.quick else COLD_GAPS_US,
     )] if plan.device == "cpu" else []
     if plan.device == "cpu":
-        extra.append(host_probe(timer, runs=r))
+        extra += host_probes(timer, runs=r)
     for pt in tiny_op_latencies(timer, runs=r) + transcendental_rates(timer, runs=r) + extra:
         store.scalar(pt)
     step(f"dispatch overhead, transcendentals{tag}")

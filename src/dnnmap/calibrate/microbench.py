@@ -301,16 +301,20 @@ def transcendental_rates(timer: Timer, *, runs: int) -> list[ScalarPoint]:
     return res
 
 
-PROBE_NAME = "probe.gemm512"
+PROBE_PREFIX = "probe."
 
 
-def host_probe(timer: Timer, *, runs: int = 5) -> ScalarPoint:
-    """Seconds of one 512^3 fp32 GEMM at the current thread count, in a hot loop (~50 ms of
-    work): a fixed yardstick of the host's speed. The calibration times it once a pass and keeps
-    the median; a later run times it again, and the ratio says how much faster or slower the host
-    is than when it was calibrated (:func:`dnnmap.calibrate.probe.host_speed`)."""
+def host_probes(timer: Timer, *, runs: int = 5) -> list[ScalarPoint]:
+    """Two fixed yardsticks of the host's speed, in hot loops of ~50 ms each: ``probe.gemm512``
+    (seconds of one 512^3 fp32 GEMM at the current thread count: the cores) and
+    ``probe.copy64mib`` (one copy over a 64 MiB working set, beyond any L3 this tool has met:
+    the memory system a noisy neighbour shares). The calibration times them once a pass and keeps
+    the medians; a later run times them again, and the ratios say how much faster or slower the
+    host is than when it was calibrated (:mod:`dnnmap.calibrate.probe`)."""
     g = time_gemm(timer, "float32", 512, 512, 512, runs=runs, min_seconds=0.05)
-    return ScalarPoint(PROBE_NAME, g.seconds, "s", g.spread)
+    c = time_bandwidth(timer, "copy", 64 << 20, runs=runs, min_seconds=0.05)
+    return [ScalarPoint(f"{PROBE_PREFIX}gemm512", g.seconds, "s", g.spread),
+            ScalarPoint(f"{PROBE_PREFIX}copy64mib", c.seconds, "s", c.spread)]
 
 
 def thread_scaling(timer: Timer, threads: tuple[int, ...], *, runs: int) -> list[ScalarPoint]:

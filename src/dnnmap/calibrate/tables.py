@@ -20,8 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dnnmap.calibrate.collect import Measurements
-from dnnmap.calibrate.microbench import PROBE_NAME, ConvPoint, GemmPoint
-from dnnmap.calibrate.probe import PROBE_SCALAR
+from dnnmap.calibrate.microbench import PROBE_PREFIX, ConvPoint, GemmPoint
 
 _PREC = {"float32": "fp32", "tf32": "tf32", "bfloat16": "bf16", "float16": "fp16"}
 # grouped convs (depthwise = group width 1) share the schema's depthwise table, keyed by
@@ -241,8 +240,8 @@ def scalars(meas: Measurements, vector_peak: float) -> dict[str, float]:
             out[f"dispatch_{s.name.split('.', 1)[1]}_us"] = round(s.value * 1e6, 4)
         elif s.name == "fresh_page" and s.value > 0:
             out["fresh_page_us"] = round(s.value * 1e6, 4)
-        elif s.name == PROBE_NAME:
-            out[PROBE_SCALAR] = round(s.value * 1e6, 4)
+        elif s.name.startswith(PROBE_PREFIX):  # probe.gemm512 -> probe_gemm512_us
+            out[f"probe_{s.name.removeprefix(PROBE_PREFIX)}_us"] = round(s.value * 1e6, 4)
         elif s.name.startswith("transcendental."):
             out[f"{s.name.split('.', 1)[1]}_per_s"] = float(f"{s.value:.5g}")
     t1, tn = meas.scalar("threads.1.add16MiB"), meas.scalar(f"threads.{meas.threads}.add16MiB")

@@ -74,15 +74,20 @@ def _cases_table(r: ValidationReport) -> Table:
     t = Table(title="predicted vs measured latency",
               caption="ops without a cost rule: " + ("; ".join(
                   f"{c.model} b{c.batch}: {', '.join(c.unknown_ops)}" for c in r.cases if c.unknown_ops) or "none"))
-    for col in ("model", "batch", "measured", "predicted", "error", "bound", "runs", "load"):
+    host = _has_host(r)
+    if host:
+        t.caption += "; host: the host's speed against the calibration when the case ran (compute / memory)"
+    for col in ("model", "batch", "measured", "predicted", "error", "bound", "runs", "load", *(("host",) if host else ())):
         t.add_column(col, justify="left" if col in ("model", "bound") else "right")
     for c in r.cases:
         if not c.ok:
-            t.add_row(c.model, str(c.batch), "-", "-", Text("failed", style="red"), c.error_message[:60], "", "")
+            t.add_row(c.model, str(c.batch), "-", "-", Text("failed", style="red"), c.error_message[:60], "", "",
+                      *(("",) if host else ()))
             continue
         style = "green" if abs(c.error) <= 0.10 else "yellow" if abs(c.error) <= 0.20 else "red"
         t.add_row(c.model, str(c.batch), seconds(c.measured_s), seconds(c.predicted_s),
-                  Text(_pct(c.error), style=style), c.bound, str(c.runs), f"{c.load_avg:.2f}")
+                  Text(_pct(c.error), style=style), c.bound, str(c.runs), f"{c.load_avg:.2f}",
+                  *((_host(c),) if host else ()))
     return t
 
 
@@ -125,8 +130,9 @@ def validation_markdown(r: ValidationReport) -> str:
         f"strategy `{r.strategy}`, {r.precision}, {r.date}.",
         "",
         summary_markdown(r.summary),
-        "| model | batch | measured | predicted | error | bound (share of predicted time) | page faults / run (≈ time) | load |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| model | batch | measured | predicted | error | bound (share of predicted time) | page faults / run (≈ time) | load |"
+        + (" host speed (compute / memory) |" if _has_host(r) else ""),
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |" + (" ---: |" if _has_host(r) else ""),
     ]
     for c in r.cases:
         if not c.ok:
@@ -134,8 +140,18 @@ def validation_markdown(r: ValidationReport) -> str:
             continue
         share = ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(c.bound_share.items(), key=lambda kv: -kv[1]) if v >= 0.005)
         lines.append(f"| {c.model} | {c.batch} | {seconds(c.measured_s)} | {seconds(c.predicted_s)} | "
-                     f"{_pct(c.error)} | {share} | {_faults(c, r.fresh_page_s)} | {c.load_avg:.2f} |")
+                     f"{_pct(c.error)} | {share} | {_faults(c, r.fresh_page_s)} | {c.load_avg:.2f} |"
+                     + (f" {_host(c)} |" if _has_host(r) else ""))
     return "\n".join(lines) + "\n"
+
+
+def _has_host(r: ValidationReport) -> bool:
+    return any(c.host_speed for c in r.cases)
+
+
+def _host(c: ValidationCase) -> str:
+    """``1.05x / 0.93x``: the host's speed against the calibration when the case ran."""
+    return " / ".join(f"{c.host_speed[k]:.2f}x" if k in c.host_speed else "-" for k in ("compute", "memory"))
 
 
 def _faults(c: ValidationCase, per_page_s: float) -> str:

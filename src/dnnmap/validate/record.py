@@ -82,6 +82,9 @@ class ValidationCase:
     page_faults: float = 0.0  # minor page faults per run of the real model (allocator first touches)
     error_message: str = ""  # set when the model could not be run or predicted
     unknown_ops: tuple[str, ...] = ()  # ATen ops without a cost rule ("aten.x.default x2"), counted as zero
+    # the host's speed against the profile's calibration, timed right after the case ran
+    # ({"compute": 1.1, "memory": 0.9}: above 1, faster now; empty: not known), dnnmap.calibrate.probe
+    host_speed: Mapping[str, float] = field(default_factory=dict)
     estimate: Any = field(default=None, compare=False, repr=False)  # the mapping.Estimate (not serialised)
 
     @property
@@ -96,6 +99,7 @@ class ValidationCase:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "estimate"}
         d["bound_share"] = dict(self.bound_share)
+        d["host_speed"] = dict(self.host_speed)
         for k in ("by_class", "by_module", "worst"):
             d[k] = [asdict(x) for x in d[k]]
         d["error"] = self.error

@@ -242,6 +242,7 @@ def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, str
     try:
         part, est = predict(name, batch, prof, precision, strategy, shapes)
         meas, prefixes = _measure(name, batch, device, precision, shapes, settings)
+        host = _host_speed(prof, device)
     except (DnnmapError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         return ValidationCase(name, batch, device, threads, 0.0, 0.0, 0, 0.0, "", {}, 0,
                               load_average(), error_message=f"{type(e).__name__}: {e}")
@@ -269,8 +270,20 @@ def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, str
                     for s in worst),
         capture_path=str(part.graph.meta.get("capture_path", "")),
         unknown_ops=tuple(est.unknown_ops),
+        host_speed=host,
         estimate=est,
     )
+
+
+def _host_speed(prof: Any, device: str) -> dict[str, float]:
+    """The host's speed now against ``prof``'s calibration, by yardstick (CPU profiles that
+    carry the calibrated yardsticks; else empty)."""
+    from dnnmap.calibrate.probe import calibrated_probes_us, host_speeds, probe_now_us
+
+    cal = calibrated_probes_us(prof) if device == "cpu" else {}
+    if not cal:
+        return {}
+    return {k: v.median for k, v in host_speeds(cal, [probe_now_us()]).items()}
 
 
 def predicted_breakdowns(part: Any, est: Any, prefixes: Sequence[str]) -> tuple[dict[str, float], dict[str, float]]:
@@ -311,6 +324,7 @@ def repredict(report: ValidationReport, profile: Any, hardware_dirs: Sequence[An
             worst=tuple(SubgraphRow(s.name, s.op_class.value, s.latency_s, s.bound.value, s.explanation)
                         for s in worst),
             unknown_ops=tuple(est.unknown_ops),
+            host_speed={},  # measured against the first profile's calibration, not this one's
             estimate=est,
         ))
     return replace(report, profile=_profile_name(prof), provenance=_provenance(prof), cases=tuple(cases),
