@@ -76,7 +76,8 @@ KNOWN_LIMITS = [
     "+13 %, squeezenet1_0 +12 %, swin_t +8 %, gpt2 +4 % (the same profile with and without the new terms). "
     "No model run informed any of it. The median was 9 % on the previous host of this machine (a Zen 2 "
     "EPYC, family 23); on this one (a Zen 4 EPYC, family 25) three runs today with its own calibrations "
-    "gave 12 %, 13 % and 14 % (this table), the same case varying by up to 30 % between runs (vit_b_16 "
+    "gave 12 %, 13 % and 14 %, and with the median-of-3 calibration (2026-12-02) 10 %, 10 % and 8 % (this "
+    "table), the same case varying by up to 30 % between runs (vit_b_16 "
     "batch 1: 258, 290 and 378 ms). Every model is predicted short here more often than long.",
     "- **Op-class attribution of fused eager kernels.** torchvision's `nn.MultiheadAttention` runs its "
     "fast path in eval mode: one `_native_multi_head_attention` call includes the Q/K/V and output "
