@@ -174,7 +174,8 @@ def _kept_notes(doc: Path) -> list[str]:
     day, what was diagnosed), kept when the file is regenerated; the bare markers if none."""
     text = doc.read_text() if doc.exists() else ""
     if NOTES_START in text and NOTES_END in text:
-        block = text[text.index(NOTES_START):text.index(NOTES_END) + len(NOTES_END)]
+        start = text.index(NOTES_START)
+        block = text[start:text.index(NOTES_END, start) + len(NOTES_END)]
         return [*block.split("\n"), ""]
     return [NOTES_START, NOTES_END, ""]
 

@@ -49,13 +49,13 @@ def test_quick_calibration_writes_a_valid_measured_profile(quick: tuple[Path, Ha
     assert set(cal.conv_shapes) == {ConvKind.DENSE, ConvKind.POINTWISE, ConvKind.DEPTHWISE}
     assert {"dispatch_conv_us", "dispatch_view_us", "exp_per_s", "op_max_pool2d_flops_per_s"} <= set(cal.scalars)
     assert cal.dispatch_us == prof.kernel_launch_us > 0
-    # the host-speed yardsticks: a 512^3 GEMM (2.7e8 FLOP) takes between 0.1 ms (2.7 TFLOP/s) and
-    # 1 s; a copy over 64 MiB (128 MiB moved) between 0.1 ms (1.3 TB/s) and 1 s (134 MB/s)
+    # the host-speed yardsticks: a 512^3 GEMM (2.7e8 FLOP) takes between 10 us (27 TFLOP/s) and
+    # 1 s; a copy over 64 MiB (128 MiB moved) between 10 us (13 TB/s) and 1 s (134 MB/s)
     from dnnmap.calibrate.probe import calibrated_probes_us
 
     probes = calibrated_probes_us(prof)
     assert set(probes) == {"probe_gemm512_us", "probe_copy64mib_us"}
-    assert all(100 < us < 1e6 for us in probes.values()), probes
+    assert all(10 < us < 1e6 for us in probes.values()), probes
     text = path.read_text()
     assert "no model was timed" in text  # the held-out statement travels with the file
 

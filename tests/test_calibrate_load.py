@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,20 @@ def test_a_disturbed_pass_is_thrown_away_and_run_again() -> None:
     assert meter.calls == 2
 
 
+def test_only_the_clean_passes_are_combined() -> None:
+    """Three passes wanted, the second disturbed: it is thrown away and a retry runs; the points
+    are the median of the three clean passes, and the count is recorded."""
+    meas = collect(replace(TINY, passes=3), meter=FixedLoad([0.0, 0.9, 0.0, 0.0]), policy=NO_WAIT)
+    assert meas.load_shares == (0.0, 0.9, 0.0, 0.0) and not meas.disturbed
+    assert meas.passes_combined == 3
+    assert len(meas.gemm) == 1  # one grid point, one combined result
+
+
 def test_every_pass_disturbed_is_reported() -> None:
     meas = collect(TINY, meter=FixedLoad([0.6]), policy=NO_WAIT)
     assert meas.load_shares == (0.6, 0.6, 0.6)  # one pass + two retries
     assert "60 %" in meas.disturbed
+    assert meas.passes_combined == 3  # nothing clean: all three attempts, marked disturbed
 
 
 def test_a_loaded_calibration_is_refused_and_nothing_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

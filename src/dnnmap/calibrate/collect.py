@@ -73,7 +73,7 @@ class Measurements:
     gemm: tuple[GemmPoint, ...]
     conv: tuple[ConvPoint, ...]
     bandwidth: tuple[BandwidthPoint, ...]
-    scalars: tuple[ScalarPoint, ...]  # dispatch latencies, transcendental rates, thread scaling
+    scalars: tuple[ScalarPoint, ...]  # dispatch latencies, transcendental rates, thread scaling, yardsticks
     opkinds: tuple[OpKindPoint, ...]  # vector op kinds: max-pool, batch-norm, GELU ...
     dtypes_skipped: tuple[str, ...]  # dtypes the device could not run
     load_before: float
@@ -89,6 +89,7 @@ class Measurements:
     conv_backward: tuple[ConvPoint, ...] = ()  # convolution_backward at forward conv shapes
     gemm_stream: tuple[StreamPoint, ...] = ()  # few-row GEMMs against cold weights
     op_sweep: tuple[OpKindPoint, ...] = ()  # training op kinds at several sizes
+    passes_combined: int = 0  # how many passes each point is the median of (the clean ones)
 
     def scalar(self, name: str) -> float | None:
         for s in self.scalars:
@@ -148,7 +149,8 @@ def _typical(points: Sequence[T]) -> T:
     """One point for several passes: the median time, its spread widened to the passes' own.
 
     The passes run minutes apart. On a shared (virtual) host the machine's speed drifts by
-    ~20 % over minutes with nothing else running inside it (docs/training.md, "the host"), so
+    ~20 % over minutes with nothing else running inside it (docs/llm.md, the runs of the CPU
+    section), so
     the median of passes spread in time is what a later run will typically see; the fastest
     pass (the rule until 2026-12-02) was the speed of the host's best moment and made every
     prediction optimistic. Contention from processes inside the machine is handled apart: a pass
@@ -166,7 +168,8 @@ def _typical(points: Sequence[T]) -> T:
 
 
 def _typical_scalar(points: Sequence[ScalarPoint]) -> ScalarPoint:
-    """As :func:`_typical`, for a named figure (a latency or a rate alike)."""
+    """The median value of a named figure (a latency or a rate alike) over the passes; its
+    spread is that pass's own."""
     i, mid = _middle([p.value for p in points])
     return replace(points[i], value=mid)
 
@@ -228,7 +231,7 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
         timer, samples=4 if plan.quick else 12, gaps_us=(100, 1000) if plan.quick else COLD_GAPS_US,
     )] if plan.device == "cpu" else []
     if plan.device == "cpu":
-        extra += host_probes(timer, runs=r)
+        extra += host_probes(timer)
     for pt in tiny_op_latencies(timer, runs=r) + transcendental_rates(timer, runs=r) + extra:
         store.scalar(pt)
     step(f"dispatch overhead, transcendentals{tag}")
@@ -339,4 +342,5 @@ def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | Non
         conv_precision="tf32" if plan.device == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32",
         load_shares=tuple(shares),
         disturbed=disturbed,
+        passes_combined=clean or attempt,
     )

@@ -304,15 +304,18 @@ def transcendental_rates(timer: Timer, *, runs: int) -> list[ScalarPoint]:
 PROBE_PREFIX = "probe."
 
 
-def host_probes(timer: Timer, *, runs: int = 5) -> list[ScalarPoint]:
+PROBE_RUNS = 5  # samples per yardstick, the same in the calibration and in a later check
+
+
+def host_probes(timer: Timer) -> list[ScalarPoint]:
     """Two fixed yardsticks of the host's speed, in hot loops of ~50 ms each: ``probe.gemm512``
     (seconds of one 512^3 fp32 GEMM at the current thread count: the cores) and
-    ``probe.copy64mib`` (one copy over a 64 MiB working set, beyond any L3 this tool has met:
-    the memory system a noisy neighbour shares). The calibration times them once a pass and keeps
+    ``probe.copy64mib`` (one copy over a 64 MiB working set, beyond the L3 of most hosts: the
+    memory system a noisy neighbour shares; on a host with a larger L3 it measures that cache). The calibration times them once a pass and keeps
     the medians; a later run times them again, and the ratios say how much faster or slower the
     host is than when it was calibrated (:mod:`dnnmap.calibrate.probe`)."""
-    g = time_gemm(timer, "float32", 512, 512, 512, runs=runs, min_seconds=0.05)
-    c = time_bandwidth(timer, "copy", 64 << 20, runs=runs, min_seconds=0.05)
+    g = time_gemm(timer, "float32", 512, 512, 512, runs=PROBE_RUNS, min_seconds=0.05)
+    c = time_bandwidth(timer, "copy", 64 << 20, runs=PROBE_RUNS, min_seconds=0.05)
     return [ScalarPoint(f"{PROBE_PREFIX}gemm512", g.seconds, "s", g.spread),
             ScalarPoint(f"{PROBE_PREFIX}copy64mib", c.seconds, "s", c.spread)]
 

@@ -224,7 +224,8 @@ def _calibration(meas: Measurements, gemm_shapes: dict, gemm: dict, conv_shapes:
             "library_versions": dict(meas.versions), "threads": meas.threads, "quick": meas.quick,
             "command": command,
             "notes": (f"DISTURBED, do not trust: {meas.disturbed}; " if meas.disturbed else "")
-                     + (f"elapsed {meas.elapsed_s:.1f} s, load average {meas.load_before:.2f} -> "
+                     + (f"elapsed {meas.elapsed_s:.1f} s, each point the median of {meas.passes_combined} "
+                        f"pass(es), load average {meas.load_before:.2f} -> "
                       f"{meas.load_after:.2f}; cpu {meas.cpu_signature}; skipped dtypes "
                       f"{list(meas.dtypes_skipped)}; held out: microbenchmarks only, no model timed"),
         },

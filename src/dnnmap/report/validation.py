@@ -76,9 +76,9 @@ def _cases_table(r: ValidationReport) -> Table:
                   f"{c.model} b{c.batch}: {', '.join(c.unknown_ops)}" for c in r.cases if c.unknown_ops) or "none"))
     host = _has_host(r)
     if host:
-        t.caption += "; host: the host's speed against the calibration when the case ran (compute / memory)"
+        t.caption += "; host: the host's speed against its calibration when the case ran (compute/memory)"
     for col in ("model", "batch", "measured", "predicted", "error", "bound", "runs", "load", *(("host",) if host else ())):
-        t.add_column(col, justify="left" if col in ("model", "bound") else "right")
+        t.add_column(col, justify="left" if col in ("model", "bound") else "right", no_wrap=col == "host")
     for c in r.cases:
         if not c.ok:
             t.add_row(c.model, str(c.batch), "-", "-", Text("failed", style="red"), c.error_message[:60], "", "",
@@ -87,7 +87,7 @@ def _cases_table(r: ValidationReport) -> Table:
         style = "green" if abs(c.error) <= 0.10 else "yellow" if abs(c.error) <= 0.20 else "red"
         t.add_row(c.model, str(c.batch), seconds(c.measured_s), seconds(c.predicted_s),
                   Text(_pct(c.error), style=style), c.bound, str(c.runs), f"{c.load_avg:.2f}",
-                  *((_host(c),) if host else ()))
+                  *((_host(c, compact=True),) if host else ()))
     return t
 
 
@@ -136,7 +136,8 @@ def validation_markdown(r: ValidationReport) -> str:
     ]
     for c in r.cases:
         if not c.ok:
-            lines.append(f"| {c.model} | {c.batch} | – | – | failed | {c.error_message[:80]} | | |")
+            lines.append(f"| {c.model} | {c.batch} | – | – | failed | {c.error_message[:80]} | | |"
+                         + (" |" if _has_host(r) else ""))
             continue
         share = ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(c.bound_share.items(), key=lambda kv: -kv[1]) if v >= 0.005)
         lines.append(f"| {c.model} | {c.batch} | {seconds(c.measured_s)} | {seconds(c.predicted_s)} | "
@@ -149,9 +150,12 @@ def _has_host(r: ValidationReport) -> bool:
     return any(c.host_speed for c in r.cases)
 
 
-def _host(c: ValidationCase) -> str:
-    """``1.05x / 0.93x``: the host's speed against the calibration when the case ran."""
-    return " / ".join(f"{c.host_speed[k]:.2f}x" if k in c.host_speed else "-" for k in ("compute", "memory"))
+def _host(c: ValidationCase, compact: bool = False) -> str:
+    """``1.05x / 0.93x`` (compact: ``1.05/0.93``): the host's speed against the calibration
+    when the case ran, compute / memory."""
+    fmt = "{:.2f}" if compact else "{:.2f}x"
+    return ("/" if compact else " / ").join(fmt.format(c.host_speed[k]) if k in c.host_speed else "-"
+                                            for k in ("compute", "memory"))
 
 
 def _faults(c: ValidationCase, per_page_s: float) -> str:
@@ -199,9 +203,14 @@ def render_calibration(profile: Any) -> list[Any]:
     for col in ("kind", "value"):
         ops.add_column(col, justify="left" if col == "kind" else "right")
     for k, v in sorted(cal.scalars.items()):
+        if k.startswith("probe_"):  # the host-speed yardsticks: their own line below
+            continue
         if k.endswith("_us"):
             ops.add_row(k.removesuffix("_us").replace("_", " "), seconds(v * 1e-6))
         elif k.endswith("_per_s"):
             unit = "FLOP/s" if "flops" in k else "/s"
             ops.add_row(k.removesuffix("_per_s").replace("_", " "), si(v, unit))
-    return [head, ops, Text(cal.meta.notes, style="dim")]
+    probes = ", ".join(f"{k.removeprefix('probe_').removesuffix('_us')} {seconds(v * 1e-6)}"
+                       for k, v in sorted(cal.scalars.items()) if k.startswith("probe_"))
+    notes = cal.meta.notes + (f"; host-speed yardsticks: {probes}" if probes else "")
+    return [head, ops, Text(notes, style="dim")]

@@ -242,13 +242,13 @@ def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, str
     try:
         part, est = predict(name, batch, prof, precision, strategy, shapes)
         meas, prefixes = _measure(name, batch, device, precision, shapes, settings)
-        host = _host_speed(prof, device)
     except (DnnmapError, RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         return ValidationCase(name, batch, device, threads, 0.0, 0.0, 0, 0.0, "", {}, 0,
                               load_average(), error_message=f"{type(e).__name__}: {e}")
     share = est.bound_share()
     pred_class, pred_module = predicted_breakdowns(part, est, prefixes)
     worst = sorted(est.subgraphs, key=lambda s: -s.latency_s)[:5]
+    host = _host_speed(prof, device)
     return ValidationCase(
         model=name,
         batch=batch,
@@ -276,14 +276,21 @@ def _one_case(name: str, batch: int, prof: Any, device: str, precision: str, str
 
 
 def _host_speed(prof: Any, device: str) -> dict[str, float]:
-    """The host's speed now against ``prof``'s calibration, by yardstick (CPU profiles that
-    carry the calibrated yardsticks; else empty)."""
+    """The host's speed now against ``prof``'s calibration, by yardstick: only for a CPU
+    profile that carries the yardsticks and was calibrated on this machine at this thread count
+    (else the ratio would measure the setup, not the host's drift); empty otherwise, and when
+    the probe itself fails (it is a diagnostic: the case stands without it)."""
     from dnnmap.calibrate.probe import calibrated_probes_us, host_speeds, probe_now_us
+    from dnnmap.calibrate.timing import device_name
 
     cal = calibrated_probes_us(prof) if device == "cpu" else {}
-    if not cal:
+    meta = prof.calibration.meta if cal else None
+    if meta is None or meta.threads != torch.get_num_threads() or meta.machine != device_name("cpu"):
         return {}
-    return {k: v.median for k, v in host_speeds(cal, [probe_now_us()]).items()}
+    try:
+        return {k: v.median for k, v in host_speeds(cal, [probe_now_us()]).items()}
+    except (RuntimeError, ValueError):
+        return {}
 
 
 def predicted_breakdowns(part: Any, est: Any, prefixes: Sequence[str]) -> tuple[dict[str, float], dict[str, float]]:
