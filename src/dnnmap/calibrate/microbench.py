@@ -431,38 +431,23 @@ def time_gemm_stream(timer: Timer, pool: torch.Tensor, layout: str, m: int, n: i
 def time_problems(timer: Timer, problems: list[Problem], *, rounds: int, warmup_rounds: int = 1,
                   seed: int = 0, max_bytes: int = 256 << 20, max_chunk: int = 16,
                   on_chunk: Callable[[int, Problem], None] | None = None) -> list[Any]:
-    """Time every problem with :meth:`Timer.time_each`, a chunk of up to ``max_chunk`` problems
-    (``max_bytes`` of operands) at a time, round-robin in a shuffled order: each call follows a
-    call of a different shape on different data, so it pays what a layer in a network pays (its
-    kernel's code, the library's plan and the operands fetched afresh), not the hot-loop best
-    case. Chunks hold problems of similar operand footprint (sorted by bytes, then shuffled
-    within the chunk): a 3 us GEMM timed right after a 40 ms one measured 50-80 us here
-    (2-vCPU VM, 2026-12-02), the big call's traffic having evicted the small one's code and data,
-    so with sizes mixed ~5 % of the CPU grid's points (100 of 1950, all small) came out slower
-    than a larger neighbour, by up to hundreds of microseconds. What a call pays after a long
-    other kernel is priced apart, by the time since its kind last ran
-    (:func:`cold_dispatch_costs`). ``on_chunk(n, last)`` reports progress.
-
-    >>> from dnnmap.calibrate.timing import CpuTimer
-    >>> probs = [gemm_problem("cpu", "float32", m, 8, 8) for m in (512, 1, 64, 2)]
-    >>> pts = time_problems(CpuTimer(), probs, rounds=1, max_chunk=2)   # each chunk in a shuffled order
-    >>> [sorted(p.m for p in pts[:2]), sorted(p.m for p in pts[2:])]
-    [[1, 2], [64, 512]]
-    """
+    """Time every problem with :meth:`Timer.time_each`, in a shuffled order, a chunk of up to
+    ``max_chunk`` problems (``max_bytes`` of operands) at a time: each call follows a call of
+    a different shape on different data, so it pays what a layer in a network pays (its
+    kernel's code, the library's plan and the operands fetched afresh), not the hot-loop
+    best case. ``on_chunk(n, last)`` reports progress."""
     import random
 
-    rng = random.Random(seed)
     order = list(problems)
-    rng.shuffle(order)  # equal footprints in a seed's order
-    order.sort(key=lambda p: p.nbytes)
-    chunks: list[list[Problem]] = []
-    for prob in order:
-        if not chunks or len(chunks[-1]) >= max_chunk or sum(p.nbytes for p in chunks[-1]) + prob.nbytes > max_bytes:
-            chunks.append([])
-        chunks[-1].append(prob)
+    random.Random(seed).shuffle(order)
     out: list[Any] = []
-    for chunk in chunks:
-        rng.shuffle(chunk)
+    chunk: list[Problem] = []
+    for i, prob in enumerate(order):
+        chunk.append(prob)
+        nxt = order[i + 1] if i + 1 < len(order) else None
+        full = nxt is None or len(chunk) >= max_chunk or sum(p.nbytes for p in chunk) + nxt.nbytes > max_bytes
+        if not full:
+            continue
         calls = [p.make() for p in chunk]
         with torch.inference_mode():
             timings = timer.time_each(calls, rounds=rounds, warmup_rounds=warmup_rounds)
@@ -470,4 +455,5 @@ def time_problems(timer: Timer, problems: list[Problem], *, rounds: int, warmup_
         if on_chunk is not None:
             on_chunk(len(chunk), chunk[-1])
         del calls
+        chunk = []
     return out
