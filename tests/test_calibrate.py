@@ -133,6 +133,31 @@ def test_shape_interpolation_uses_products_across_axes() -> None:
     assert mid == pytest.approx(sum(corners) / 4)
 
 
+def test_a_noisy_small_grid_point_is_capped_by_a_larger_one() -> None:
+    """A point more than 1.5x slower than one at least as large on every axis is timing noise (a
+    small call timed after a long one): its latency is capped at 1.5x the larger point's, so the
+    interpolation never prices a GEMM far slower than one doing a superset of its work. Other
+    points keep their measurement, a point within the margin too."""
+    def f(m: float, n: float, k: float) -> float:  # TFLOPS rising with size: latencies monotone
+        return 0.01 * m * n * k / (1.0 + m * n * k / 1000.0)
+
+    pts = _grid(f)
+    clean = {(p.m, p.n, p.k): shape_interpolate(pts, p.m, p.n, p.k) for p in pts}
+    assert all(v == pytest.approx(f(*key)) for key, v in clean.items())
+    # the same grid with (1, 1, 1) measured 100x too slow, as after a 40 ms call
+    noisy = [ShapePoint(m=p.m, n=p.n, k=p.k, achieved_tflops=p.achieved_tflops / (100 if (p.m, p.n, p.k) == (1, 1, 1) else 1))
+             for p in pts]
+    lat = {(p.m, p.n, p.k): 2 * p.m * p.n * p.k / p.achieved_tflops for p in noisy}
+    capped = min(v for key, v in lat.items() if key != (1, 1, 1))  # the fastest point that contains (1, 1, 1)
+    assert lat[(1, 1, 1)] > capped
+    assert shape_interpolate(noisy, 1, 1, 1) == pytest.approx(2 / (1.5 * capped))
+    assert shape_interpolate(noisy, 16, 16, 16) == pytest.approx(f(16, 16, 16))  # untouched
+    # 1.2x too slow: within the margin, kept as measured
+    mild = [ShapePoint(m=p.m, n=p.n, k=p.k, achieved_tflops=p.achieved_tflops / (1.2 if (p.m, p.n, p.k) == (1, 1, 1) else 1))
+            for p in pts]
+    assert shape_interpolate(mild, 1, 1, 1) == pytest.approx(f(1, 1, 1) / 1.2)
+
+
 def test_dispatch_is_taken_out_of_the_table_and_capped() -> None:
     # 2 MFLOP in 30 us with 10 us of dispatch -> 2e6 / 20e-6 = 1e11 FLOP/s
     assert _rate(2_000_000, 30e-6, 10e-6, 1e12) == pytest.approx(2e6 / 20e-6)
