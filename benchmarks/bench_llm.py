@@ -201,7 +201,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=("all", "cpu", "small", "serving", "speed"), default="all")
     ap.add_argument("--no-docs", action="store_true")
-    ap.add_argument("--profile", type=Path, default=CPU_PROFILE, help="calibrated CPU profile for --part cpu")
+    ap.add_argument("--profile", type=Path, default=CPU_PROFILE, help="calibrated CPU profile for --part cpu and small")
     a = ap.parse_args()
     out = ["# LLM generation: predicted vs measured", "",
            "Regenerate: `.venv/bin/python benchmarks/bench_llm.py` (see its docstring).", ""]
@@ -251,18 +251,26 @@ def main() -> None:
         print("\n".join(s))
     if not a.no_docs:
         doc = ROOT / "docs" / "llm.md"
-        if a.part == "all" or not doc.exists():
+        if not doc.exists():
             doc.write_text("\n".join(out))
-        else:  # one part: replace that section's table and median line, keep the rest (and its prose)
+        else:  # replace each run section's table and median line, keep the rest (and its prose)
             doc.write_text(replace_table(doc.read_text(), "\n".join(out)))
+
+
+def _sections(lines: list[str]) -> list[tuple[int, int]]:
+    """(first, end) line ranges of each ``## `` section (heading to the next heading)."""
+    heads = [i for i, x in enumerate(lines) if x.startswith("## ")]
+    return list(zip(heads, [*heads[1:], len(lines)], strict=True))
 
 
 def replace_table(doc: str, new: str) -> str:
     """``doc`` with the table (``| model`` .. ``median |error|`` line) of each section of ``new``
-    swapped in under the section heading of the same first words; other text is kept.
+    swapped in under the section heading of the same first words, other text kept; a section
+    of ``new`` without such a table replaces that whole section; a section ``doc`` lacks is
+    appended.
 
-    >>> old = "# T\\n\\n## A run\\nprose\\n| model |\\n|1|\\n\\nmedian |error| 9%, extra words\\nmore prose\\n"
-    >>> print(replace_table(old, "## A run\\n| model |\\n|2|\\n\\nmedian |error| 5%\\n"))
+    >>> old = "# T\\n\\n## A run\\nprose\\n| model |\\n|1|\\n\\nmedian |error| 9%, extra words\\nmore prose\\n## Cost of x\\n- 1 s\\n"
+    >>> print(replace_table(old, "## A run\\n| model |\\n|2|\\n\\nmedian |error| 5%\\n## Cost of y\\n- 2 s\\n## New one\\n- z"))
     # T
     <BLANKLINE>
     ## A run
@@ -272,24 +280,33 @@ def replace_table(doc: str, new: str) -> str:
     <BLANKLINE>
     median |error| 5%
     more prose
+    ## Cost of y
+    - 2 s
     <BLANKLINE>
+    ## New one
+    - z
     """
     lines = doc.split("\n")
     new_lines = new.split("\n")
-    for i, line in enumerate(new_lines):
-        if not line.startswith("## "):
+    for i, end_new in _sections(new_lines):
+        key = " ".join(new_lines[i].split()[:3])
+        sec = new_lines[i:end_new]
+        start = next((j for j, x in enumerate(sec) if x.startswith("| model")), None)
+        stop = next((j for j, x in enumerate(sec) if x.startswith("median |error|")), None)
+        here = next(((h, e) for h, e in _sections(lines) if lines[h].startswith(key)), None)
+        if here is None:
+            lines += ["", *sec]
             continue
-        key = " ".join(line.split()[:3])
-        start = next(j for j in range(i, len(new_lines)) if new_lines[j].startswith("| model"))
-        end = next(j for j in range(start, len(new_lines)) if new_lines[j].startswith("median |error|"))
-        try:
-            head = next(j for j, x in enumerate(lines) if x.startswith(key))
-            t0 = next(j for j in range(head, len(lines)) if lines[j].startswith("| model"))
-            t1 = next(j for j in range(t0, len(lines)) if lines[j].startswith("median |error|"))
-        except StopIteration:
-            lines += ["", *new_lines[i:end + 1]]
+        h, e = here
+        if start is None or stop is None:  # no table: the whole section
+            lines[h:e] = sec
             continue
-        lines[t0:t1 + 1] = new_lines[start:end + 1]
+        t0 = next((j for j in range(h, e) if lines[j].startswith("| model")), None)
+        t1 = next((j for j in range(h, e) if lines[j].startswith("median |error|")), None)
+        if t0 is None or t1 is None:
+            lines[h:e] = sec
+        else:
+            lines[t0:t1 + 1] = sec[start:stop + 1]
     return "\n".join(lines)
 
 

@@ -134,28 +134,35 @@ def test_shape_interpolation_uses_products_across_axes() -> None:
 
 
 def test_a_noisy_small_grid_point_is_capped_by_a_larger_one() -> None:
-    """A point more than 1.5x slower than one at least as large on every axis is timing noise (a
-    small call timed after a long one): its latency is capped at 1.5x the larger point's, so the
-    interpolation never prices a GEMM far slower than one doing a superset of its work. Other
-    points keep their measurement, a point within the margin too."""
-    def f(m: float, n: float, k: float) -> float:  # TFLOPS rising with size: latencies monotone
-        return 0.01 * m * n * k / (1.0 + m * n * k / 1000.0)
+    """A point whose call (per-call cost + work) takes more than 1.5x the fastest call of any
+    other point at least as large on every axis is timing noise (a small call timed after a
+    long one): it is capped at 1.5x that call. The fastest dominating point counts even when it
+    is not a neighbour; a faster point that is smaller on some axis does not; a point within the
+    margin keeps its measurement; without a per-call cost given, nothing is capped."""
+    axes = (1, 16, 256)
+    lat = {(m, n, k): 1.0 + math.log2(m * n * k) for m in axes for n in axes for k in axes}  # seconds of work
+    lat[(16, 16, 16)] = 100.0  # noisy
+    for big in ((256, 16, 16), (16, 256, 16), (16, 16, 256)):
+        lat[big] = 50.0  # its neighbours slow too ...
+    lat[(256, 256, 256)] = 6.0  # ... but the largest point fast: the fastest point dominating (16, 16, 16)
+    lat[(1, 16, 16)] = 0.5  # faster, but smaller on m: does not bound (16, 16, 16)
+    pts = [ShapePoint(m=m, n=n, k=k, achieved_tflops=2 * m * n * k / (t * 1e12)) for (m, n, k), t in lat.items()]
 
-    pts = _grid(f)
-    clean = {(p.m, p.n, p.k): shape_interpolate(pts, p.m, p.n, p.k) for p in pts}
-    assert all(v == pytest.approx(f(*key)) for key, v in clean.items())
-    # the same grid with (1, 1, 1) measured 100x too slow, as after a 40 ms call
-    noisy = [ShapePoint(m=p.m, n=p.n, k=p.k, achieved_tflops=p.achieved_tflops / (100 if (p.m, p.n, p.k) == (1, 1, 1) else 1))
-             for p in pts]
-    lat = {(p.m, p.n, p.k): 2 * p.m * p.n * p.k / p.achieved_tflops for p in noisy}
-    capped = min(v for key, v in lat.items() if key != (1, 1, 1))  # the fastest point that contains (1, 1, 1)
-    assert lat[(1, 1, 1)] > capped
-    assert shape_interpolate(noisy, 1, 1, 1) == pytest.approx(2 / (1.5 * capped))
-    assert shape_interpolate(noisy, 16, 16, 16) == pytest.approx(f(16, 16, 16))  # untouched
-    # 1.2x too slow: within the margin, kept as measured
-    mild = [ShapePoint(m=p.m, n=p.n, k=p.k, achieved_tflops=p.achieved_tflops / (1.2 if (p.m, p.n, p.k) == (1, 1, 1) else 1))
-            for p in pts]
-    assert shape_interpolate(mild, 1, 1, 1) == pytest.approx(f(1, 1, 1) / 1.2)
+    def seconds(m: int, n: int, k: int, fixed: float | None) -> float:
+        return 2 * m * n * k / (shape_interpolate(pts, m, n, k, fixed_s=fixed) * 1e12)
+
+    fixed = 2.0  # seconds a call besides the work
+    assert seconds(16, 16, 16, fixed) == pytest.approx(1.5 * (6.0 + fixed) - fixed)  # 100 s -> 10 s
+    assert seconds(16, 16, 16, None) == pytest.approx(100.0)  # no per-call cost given: as measured
+    # (256, 16, 16): its own dominating points are (256, 256, 16) etc. at 1 + log2(2^20) = 21 s and
+    # (256, 256, 256) at 6 s: 50 + 2 > 1.5 x (6 + 2) -> capped at 10 s of work
+    assert seconds(256, 16, 16, fixed) == pytest.approx(10.0)
+    # (1, 16, 1): 1 + 8 = 9 s, the fastest larger point (1, 16, 16)'s 0.5 s: 11 > 1.5 x 2.5 -> 1.75 s
+    assert seconds(1, 16, 1, fixed) == pytest.approx(1.5 * (0.5 + fixed) - fixed)
+    # within the margin: (16, 1, 1) at 1 + 4 = 5 s, the fastest point dominating it (256, 256, 256)
+    # at 6 s: 5 + 2 < 1.5 x (6 + 2)
+    assert seconds(16, 1, 1, fixed) == pytest.approx(5.0)
+    assert seconds(256, 256, 256, fixed) == pytest.approx(6.0)  # nothing larger
 
 
 def test_dispatch_is_taken_out_of_the_table_and_capped() -> None:

@@ -92,11 +92,13 @@ def _bracket(axis: Sequence[float], x: float) -> tuple[int, int, float]:
     return i - 1, i, (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
 
 
-def shape_interpolate(points: Sequence[ShapePoint], m: float, n: float, k: float) -> float:
+def shape_interpolate(points: Sequence[ShapePoint], m: float, n: float, k: float, *,
+                      fixed_s: float | None = None) -> float:
     """Achieved TFLOPS at GEMM shape (m, n, k) from a complete measured grid: multilinear in
     (log m, log n, log k) between the 8 surrounding grid points, clamped per axis at the edges
-    (no extrapolation). At a grid point it returns that point's measurement, unless a larger
-    point ran faster (see :func:`latency_envelope`).
+    (no extrapolation). At a grid point it returns that point's measurement, except that with
+    ``fixed_s`` (the per-call cost the table's rates leave out) a point far slower than a larger
+    one is capped (see :func:`latency_envelope`); ``None``: as measured.
 
     >>> pts = [ShapePoint(m=m, n=8, k=8, achieved_tflops=t) for m, t in ((1, 0.1), (100, 0.3))]
     >>> round(shape_interpolate(pts, 10, 8, 8), 9), shape_interpolate(pts, 1e6, 1, 1)
@@ -106,7 +108,11 @@ def shape_interpolate(points: Sequence[ShapePoint], m: float, n: float, k: float
         raise ValueError("shape_interpolate: empty table")
     if min(m, n, k) <= 0:
         raise ValueError(f"shape_interpolate: sizes must be positive, got {(m, n, k)}")
-    axes, table = latency_envelope(points)
+    if fixed_s is None:
+        table = {(p.m, p.n, p.k): p.achieved_tflops for p in points}
+        axes = [sorted({key[i] for key in table}) for i in range(3)]
+    else:
+        axes, table = latency_envelope(points, fixed_s)
     brackets = [_bracket(ax, x) for ax, x in zip(axes, (m, n, k), strict=True)]
     total = 0.0
     for corner in range(8):
@@ -120,45 +126,52 @@ def shape_interpolate(points: Sequence[ShapePoint], m: float, n: float, k: float
     return total
 
 
-NOISE_MARGIN = 1.5  # beyond the host's run-to-run spread of one point (~20-30 %, docs/validation.md)
-_ENVELOPES: dict[int, tuple[Sequence[ShapePoint], tuple[list[list[float]], dict[tuple, float]]]] = {}
+NOISE_MARGIN = 1.5  # beyond one point's run-to-run spread on this project's host (~20-30 %, docs/validation.md)
+_ENVELOPES: dict[tuple[int, float], tuple[Sequence[ShapePoint], tuple[list[list[float]], dict[tuple, float]]]] = {}
+_ENVELOPES_MAX = 64  # tables kept (a profile has a handful; the cache holds them alive)
 
 
-def latency_envelope(points: Sequence[ShapePoint]) -> tuple[list[list[float]], dict[tuple, float]]:
-    """(sorted m / n / k axes, TFLOPS by (m, n, k)) of a complete grid, a point's latency capped
-    at :data:`NOISE_MARGIN` times the fastest latency of any other point at least as large on
-    every axis. A kernel is never slower than one doing a superset of its work (the larger one
-    could compute it, padded), so a point more than that margin slower is timing noise, not the
-    kernel: a small call timed right after a 10-40 ms one pays 50-80 us for its code and
-    operands refetched (this project's 2-vCPU VM, 2026-12-02), and ~5 % of a CPU grid's points
-    (100 of 1950, all small) came out more than 1.5x slower than a larger neighbour, up to 10x.
-    Differences within the margin are left alone: capping at the plain minimum would let one
-    lucky fast sample among the many larger points set every smaller point (a GEMV's latency
-    barely depends on its 1-16 rows, so the 1-row point would take the fastest of five noisy
-    samples). Computed once per table (a running minimum from the largest index down, one axis
-    after another).
+def latency_envelope(points: Sequence[ShapePoint], fixed_s: float = 0.0) -> tuple[list[list[float]], dict[tuple, float]]:
+    """(sorted m / n / k axes, TFLOPS by (m, n, k)) of a complete grid whose calls each cost
+    ``fixed_s`` besides the table's work, with a point capped where its call (``fixed_s`` + work)
+    takes more than :data:`NOISE_MARGIN` times the fastest call of any other point at least as
+    large on every axis: the work is cut so the call takes exactly that.
+
+    Only for tables whose axes are sizes of one kernel (GEMMs, dense and 1 x 1 convs): a kernel
+    is never slower than the same kernel doing a superset of its work (it could be run padded),
+    so a point that much slower is timing noise: a small call timed right after a 10-40 ms one
+    pays 50-80 us for its code and operands refetched (this project's 2-vCPU VM, 2026-12-02). In
+    the committed CPU profile this caps 110 of 1950 GEMM points, 200 of 1014 1 x 1 conv points
+    (most on a 1 x 1 map: a 64 -> 64 one measured 104 us in the grid, 5.8 us back to back, its
+    7 x 7 neighbour 30 us), 32 of 550 dense conv points, 4 backward-conv and 3 cold-GEMV points.
+    Differences within the margin are left alone: capping at the plain minimum lets one lucky
+    fast sample among the many larger points set every smaller one (a GEMV's time barely depends
+    on its 1-16 rows; tried, it moved batch-4 decode steps by 8-13 %). A table that mixes
+    kernels along an axis (the depthwise table: 3 x 3 and 5 x 5 depthwise, groups of 8 and 16
+    channels) is not one to cap. Computed once per table: a running minimum from the largest
+    index down, one axis after another.
 
     >>> flops = lambda m: 2 * m * 8 * 8
-    >>> pts = [ShapePoint(m=1, n=8, k=8, achieved_tflops=flops(1) / 80.0),   # 80 s: a noisy small point
-    ...        ShapePoint(m=4, n=8, k=8, achieved_tflops=flops(4) / 20.0),   # 20 s
-    ...        ShapePoint(m=16, n=8, k=8, achieved_tflops=flops(16) / 25.0)] # 25 s: within the margin of 20
-    >>> _, t = latency_envelope(pts)
-    >>> [round(flops(m) / t[(m, 8, 8)], 9) for m in (1, 4, 16)]   # m=1 capped at 1.5 x 20 s
-    [30.0, 20.0, 25.0]
+    >>> pts = [ShapePoint(m=1, n=8, k=8, achieved_tflops=flops(1) / 80e12),   # 80 s of work: noisy
+    ...        ShapePoint(m=4, n=8, k=8, achieved_tflops=flops(4) / 20e12),   # 20 s
+    ...        ShapePoint(m=16, n=8, k=8, achieved_tflops=flops(16) / 25e12)] # 25 s: within 1.5 x 20 s
+    >>> _, t = latency_envelope(pts, fixed_s=2.0)   # + 2 s a call: m=1's call capped at 1.5 x 22 s
+    >>> [round(flops(m) / (t[(m, 8, 8)] * 1e12), 9) for m in (1, 4, 16)]   # work left: 33 - 2 s
+    [31.0, 20.0, 25.0]
     """
-    cached = _ENVELOPES.get(id(points))
+    cached = _ENVELOPES.get((id(points), fixed_s))
     if cached is not None and cached[0] is points:
         return cached[1]
     rate = {(p.m, p.n, p.k): p.achieved_tflops for p in points}
     axes = [sorted({key[i] for key in rate}) for i in range(3)]
-    lat = {key: 2.0 * key[0] * key[1] * key[2] / r if r > 0 else math.inf for key, r in rate.items()}
+    call = {key: fixed_s + (2.0 * key[0] * key[1] * key[2] / (r * 1e12) if r > 0 else math.inf) for key, r in rate.items()}
 
     def up(key: tuple, axis: int) -> tuple | None:
         i = axes[axis].index(key[axis])
         nxt = (*key[:axis], axes[axis][i + 1], *key[axis + 1:]) if i + 1 < len(axes[axis]) else None
-        return nxt if nxt in lat else None
+        return nxt if nxt in call else None
 
-    run = dict(lat)  # running minimum over the point and every point dominating it
+    run = dict(call)  # running minimum over the point and every point dominating it
     for axis in range(3):
         for key in sorted(run, key=lambda c: -c[axis]):  # larger points first along this axis
             nxt = up(key, axis)
@@ -168,21 +181,34 @@ def latency_envelope(points: Sequence[ShapePoint]) -> tuple[list[list[float]], d
     for key, r in rate.items():
         others = [run[n] for n in (up(key, a) for a in range(3)) if n is not None]
         cap = NOISE_MARGIN * min(others) if others else math.inf
-        table[key] = 2.0 * key[0] * key[1] * key[2] / cap if lat[key] > cap else r
-    _ENVELOPES[id(points)] = (points, (axes, table))
+        work = cap - fixed_s
+        table[key] = 2.0 * key[0] * key[1] * key[2] / (work * 1e12) if call[key] > cap and work > 0 else r
+    if len(_ENVELOPES) >= _ENVELOPES_MAX:
+        _ENVELOPES.clear()
+    _ENVELOPES[(id(points), fixed_s)] = (points, (axes, table))
     return axes, table
+
+
+def _dispatch_s(cal: Calibration, kind: str) -> float:
+    """The per-call cost a calibrated table's rates leave out (``dispatch_<kind>_us``; 0 if absent)."""
+    return (cal.scalars.get(f"dispatch_{kind}_us") or 0.0) * 1e-6
 
 
 def gemm_shape_tflops(cal: Calibration, precision: Precision, m: int, n: int, k: int) -> float | None:
     """Measured GEMM throughput at shape (m, n, k), or None when that precision has no shape table."""
     pts = cal.gemm_shapes.get(precision)
-    return shape_interpolate(pts, m, n, k) if pts else None
+    return shape_interpolate(pts, m, n, k, fixed_s=_dispatch_s(cal, "matmul")) if pts else None
+
+
+def _conv_fixed(cal: Calibration, kind: ConvKind) -> float | None:
+    """Per-call cost for the envelope of a conv table; None for the depthwise table (mixed kernels)."""
+    return None if kind is ConvKind.DEPTHWISE else _dispatch_s(cal, "conv")
 
 
 def conv_shape_tflops(cal: Calibration, kind: ConvKind, precision: Precision, m: int, n: int, k: int) -> float | None:
     """Measured conv throughput of ``kind`` at implicit-GEMM shape (m, n, k), or None."""
     pts = cal.conv_shapes.get(kind, {}).get(precision)
-    return shape_interpolate(pts, m, n, k) if pts else None
+    return shape_interpolate(pts, m, n, k, fixed_s=_conv_fixed(cal, kind)) if pts else None
 
 
 def conv_backward_shape_tflops(cal: Calibration, kind: ConvKind, precision: Precision, m: int, n: int,
@@ -190,7 +216,7 @@ def conv_backward_shape_tflops(cal: Calibration, kind: ConvKind, precision: Prec
     """Measured ``convolution_backward`` throughput of ``kind`` at its forward conv's
     implicit-GEMM shape (m, n, k), or None when the table was not measured."""
     pts = cal.conv_backward_shapes.get(kind, {}).get(precision)
-    return shape_interpolate(pts, m, n, k) if pts else None
+    return shape_interpolate(pts, m, n, k, fixed_s=_conv_fixed(cal, kind)) if pts else None
 
 
 def gemm_stream_tflops(cal: Calibration, layout: str, precision: Precision, m: int, n: int, k: int) -> float | None:
@@ -201,7 +227,7 @@ def gemm_stream_tflops(cal: Calibration, layout: str, precision: Precision, m: i
     pts = cal.gemm_stream.get(layout, {}).get(precision)
     if not pts or m > max(p.m for p in pts):
         return None
-    return shape_interpolate(pts, m, n, k)
+    return shape_interpolate(pts, m, n, k, fixed_s=_dispatch_s(cal, "matmul"))
 
 
 # --- scattered tables (imported kernel microbenchmarks) ------------------------------------------
