@@ -103,7 +103,8 @@ KNOWN_LIMITS = [
     " 48 tiny `addmm`s priced at ~65 us each (~5 us real); the envelope changes the 28 predictions here "
     "by 0 to -4 % (the small CNNs at batch 1). A plain minimum (no margin), tried first, also moved the "
     "batch-4 decode steps of the generation benchmark by -8 to -13 %: a GEMV's latency barely depends on "
-    "its 1-16 rows, so the fastest of five noisy samples set them.",
+    "its 1-16 rows, so the fastest of five noisy samples set them. Those generation cases informed the "
+    "margin; the 28 cases here informed neither the envelope nor the margin.",
     "- **Op-class attribution of fused eager kernels.** torchvision's `nn.MultiheadAttention` runs its "
     "fast path in eval mode: one `_native_multi_head_attention` call includes the Q/K/V and output "
     "projections, so the profiler books projection time under *attention* while the captured graph "
