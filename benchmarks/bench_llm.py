@@ -153,6 +153,14 @@ def cpu(profile: Path = CPU_PROFILE, models: tuple[str, ...] = ("hf:llama-150m",
     return lines, errs, host
 
 
+def _cpu_table(lines: list[str], errs: list[float], host: str) -> list[str]:
+    """A real-generation table (``cpu()``'s rows) and its median line."""
+    return ["| model | prompt | batch | what | measured ms | predicted ms | error | others |",
+            "|---|---|---|---|---|---|---|---|", *lines, "",
+            f"median |error| {statistics.median(errs):.0%}, within 15 %: "
+            f"{sum(e <= 0.15 for e in errs)}/{len(errs)}" + (f"; {host}" if host else ""), ""]
+
+
 def serving() -> tuple[list[str], list[float]]:
     rows = _rows()
     lines, errs = [], []
@@ -215,10 +223,7 @@ def main() -> None:
                 "with the calibrated profile `calibrated/cloud-x86-2c-measured.yaml` (microbenchmarks only). "
                 "`others` is the largest share of the 2 CPUs other processes used while a sample of the case was "
                 "timed (each sample waits up to 2 min for it to fall below 5 %; the machine is shared).",
-                "", "| model | prompt | batch | what | measured ms | predicted ms | error | others |",
-                "|---|---|---|---|---|---|---|---|", *lines, "",
-                f"median |error| {statistics.median(errs):.0%}, within 15 %: "
-                f"{sum(e <= 0.15 for e in errs)}/{len(errs)}" + (f"; {host}" if host else ""), ""]
+                "", *_cpu_table(lines, errs, host)]
     if a.part in ("all", "small"):
         lines, errs, host = cpu(a.profile, SMALL, (32, 512))
         out += ["## Small models on this CPU (64-wide layers: every kernel takes microseconds)", "",
@@ -227,10 +232,7 @@ def main() -> None:
                 "here is all per-call costs and the calibration's smallest GEMM shapes. These two models "
                 "exposed the noisy small-shape grid points that `hardware/interp.py: latency_envelope` now "
                 "caps (2026-12-02), so they are not held out for that change.",
-                "", "| model | prompt | batch | what | measured ms | predicted ms | error | others |",
-                "|---|---|---|---|---|---|---|---|", *lines, "",
-                f"median |error| {statistics.median(errs):.0%}, within 15 %: "
-                f"{sum(e <= 0.15 for e in errs)}/{len(errs)}" + (f"; {host}" if host else ""), ""]
+                "", *_cpu_table(lines, errs, host)]
     if a.part in ("all", "serving"):
         lines, errs = serving()
         out += ["## lmdeploy (TurboMind) on an A100-80G, fp16, 128 new tokens", "",

@@ -108,11 +108,7 @@ def shape_interpolate(points: Sequence[ShapePoint], m: float, n: float, k: float
         raise ValueError("shape_interpolate: empty table")
     if min(m, n, k) <= 0:
         raise ValueError(f"shape_interpolate: sizes must be positive, got {(m, n, k)}")
-    if fixed_s is None:
-        table = {(p.m, p.n, p.k): p.achieved_tflops for p in points}
-        axes = [sorted({key[i] for key in table}) for i in range(3)]
-    else:
-        axes, table = latency_envelope(points, fixed_s)
+    axes, table = _grid(points) if fixed_s is None else latency_envelope(points, fixed_s)
     brackets = [_bracket(ax, x) for ax, x in zip(axes, (m, n, k), strict=True)]
     total = 0.0
     for corner in range(8):
@@ -124,6 +120,12 @@ def shape_interpolate(points: Sequence[ShapePoint], m: float, n: float, k: float
         if weight > 0.0:
             total += weight * table[tuple(key)]
     return total
+
+
+def _grid(points: Sequence[ShapePoint]) -> tuple[list[list[float]], dict[tuple, float]]:
+    """(sorted m / n / k axes, TFLOPS by (m, n, k)) of a measured grid, as measured."""
+    rate = {(p.m, p.n, p.k): p.achieved_tflops for p in points}
+    return [sorted({key[i] for key in rate}) for i in range(3)], rate
 
 
 NOISE_MARGIN = 1.5  # beyond one point's run-to-run spread on this project's host (~20-30 %, docs/validation.md)
@@ -162,8 +164,7 @@ def latency_envelope(points: Sequence[ShapePoint], fixed_s: float = 0.0) -> tupl
     cached = _ENVELOPES.get((id(points), fixed_s))
     if cached is not None and cached[0] is points:
         return cached[1]
-    rate = {(p.m, p.n, p.k): p.achieved_tflops for p in points}
-    axes = [sorted({key[i] for key in rate}) for i in range(3)]
+    axes, rate = _grid(points)
     call = {key: fixed_s + (2.0 * key[0] * key[1] * key[2] / (r * 1e12) if r > 0 else math.inf) for key, r in rate.items()}
 
     def up(key: tuple, axis: int) -> tuple | None:
