@@ -270,3 +270,27 @@ def test_passes_combine_to_the_median_not_the_fastest() -> None:
     assert gemm.spread == pytest.approx(0.6)
     scalars = {p.name: p.value for p in store.typical_scalars()}
     assert scalars == {"dispatch_us": pytest.approx(5e-6), "exp_rate": pytest.approx(2e9)}
+
+
+def test_each_cold_op_is_named_as_capture_records_it() -> None:
+    """The cold-path curves are looked up by a subgraph's ATen op name: each measured op must be
+    recorded under its key, or its curve would never be used."""
+    from dnnmap.calibrate.microbench import GENERIC_COLD_OPS, cold_ops
+    from dnnmap.capture import capture
+    from dnnmap.ir import OpClass
+    from dnnmap.ir.classify import inplace_base, op_name
+
+    class One(torch.nn.Module):
+        def __init__(self, fn: object) -> None:
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x: torch.Tensor) -> object:
+            return self.fn()
+
+    ops = cold_ops("cpu")
+    assert set(GENERIC_COLD_OPS) <= set(ops)
+    for name, fn in ops.items():
+        g = capture(One(fn), inputs=(torch.zeros(1),))
+        recorded = [inplace_base(op_name(o.target)) or op_name(o.target) for o in g.ops if o.op_class is not OpClass.VIEW]
+        assert recorded == [name], (name, recorded)

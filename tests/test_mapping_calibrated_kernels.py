@@ -210,13 +210,38 @@ def test_a_call_after_a_gap_pays_its_cold_code_path() -> None:
     assert cold_paths(works, plain, no_curve) == plain  # uncalibrated: not a term
 
 
+def test_an_op_with_its_own_cold_curve_pays_that_curve() -> None:
+    """Two cats with a 2.7 ms GEMM between them: with a ``cat`` curve of 100 us flat, the second
+    cat pays 100 us; the adds keep the generic curve."""
+    from dataclasses import replace
+
+    data = copy.deepcopy(_device().profile.model_dump(mode="json"))
+    data["calibration"]["scalars"].update({f"dispatch_cold_cat_gap_{g}_us": 100.0 for g in (100, 10000)})
+    dev = Device.of(HardwareProfile.model_validate(data), "fp32")
+    cat = lambda i: Work(i, "cat", OpClass.DATA_MOVEMENT, 0, 0, 0, 256, 0, 256, 0, Parallelism(), False,  # noqa: E731
+                         op_name="cat")
+    gemm = replace(_gemm(1024, 1024, 64, "linear"), subgraph_id=1)
+    works = (cat(0), gemm, cat(2))
+    homes = weights_home(dev, works)
+    plain = tuple(estimate(w, place(w, dev), dev, homes) for w in works)
+    cold = cold_paths(works, plain, dev)
+    assert cold[2].latency_s - plain[2].latency_s == pytest.approx(100e-6)  # its own curve, flat
+    generic = _device()  # the same run without a cat curve: the generic 20-40 us between 1 and 10 ms
+    extra = cold_paths(works, plain, generic)[2].latency_s - plain[2].latency_s
+    assert 20e-6 < extra < 40e-6
+
+
 def test_cold_gap_points_become_the_profiles_scalars() -> None:
     from dnnmap.calibrate.microbench import ScalarPoint
     from dnnmap.calibrate.tables import scalars
 
-    meas = _meas(scalars=(ScalarPoint("dispatch.cold_gap_1000", 12e-6, "s"), ScalarPoint("dispatch.cold_gap_100", 6e-6, "s")))
+    meas = _meas(scalars=(ScalarPoint("dispatch.cold_gap_1000", 12e-6, "s"), ScalarPoint("dispatch.cold_gap_100", 6e-6, "s"),
+                          ScalarPoint("dispatch.cold_scaled_dot_product_attention_gap_100", 50e-6, "s")))
     out = scalars(meas, 1e11)
     assert (out["dispatch_cold_gap_1000_us"], out["dispatch_cold_gap_100_us"]) == (12.0, 6.0)
+    curves = cal_terms.curves_of(out)  # and back, by op name
+    us = {op: [(round(g * 1e6), round(v * 1e6)) for g, v in pts] for op, pts in curves.items()}
+    assert us == {"": [(100, 6), (1000, 12)], "scaled_dot_product_attention": [(100, 50)]}
 
 
 def test_reads_the_last_level_cache_no_longer_holds_stream_from_dram() -> None:

@@ -15,7 +15,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,51 +225,101 @@ def tiny_op_latencies(timer: Timer, *, runs: int) -> list[ScalarPoint]:
 
 # gaps (us) after which a tiny op's first call is timed: a layer of a decode step takes ~1-5 ms
 COLD_GAPS_US = (100, 300, 1000, 3000, 10000, 30000)
+# the ops whose curve every op kind without its own takes (their median)
+GENERIC_COLD_OPS = ("relu", "add", "mean", "mul")
+
+
+def cold_ops(device: str) -> dict[str, Callable[[], object]]:
+    """The small ops whose cold extra is measured one by one, by the ATen name capture records
+    (``tests/test_calibrate.py`` checks the names): the elementwise, normalization, reduction,
+    attention and data-movement kernels networks call once a layer. Tiny inputs (768 floats; a
+    2-head KV cache of 16 tokens; an 8-channel 8 x 8 map): the cold extra is the op's code path,
+    not its work. GEMMs and convolutions take the generic curve (their work dwarfs it)."""
+    y = torch.randn(1, 1, 768, device=device)
+    w, b = torch.ones(768, device=device), torch.zeros(768, device=device)
+    kv, new, q = (torch.randn(1, 2, n, 64, device=device) for n in (16, 1, 1))
+    img = torch.randn(1, 8, 8, 8, device=device)
+    c = torch.ones(8, device=device)
+    table, ids = torch.randn(256, 64, device=device), torch.tensor([[3]], device=device)
+    return {
+        "relu": lambda: torch.relu(y), "add": lambda: y + y, "mean": lambda: y.mean(-1), "mul": lambda: y * y,
+        "sub": lambda: y - y, "div": lambda: y / w, "neg": lambda: torch.neg(y), "pow": lambda: y.pow(2),
+        "rsqrt": lambda: torch.rsqrt(w), "tanh": lambda: torch.tanh(y), "sigmoid": lambda: torch.sigmoid(y),
+        "gelu": lambda: F.gelu(y), "silu": lambda: F.silu(y),
+        "layer_norm": lambda: F.layer_norm(y, (768,), w, b), "softmax": lambda: torch.softmax(y, -1),
+        "cat": lambda: torch.cat([kv, new], -2),
+        "scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(q, kv, kv),
+        "embedding": lambda: F.embedding(ids, table),
+        "batch_norm": lambda: F.batch_norm(img, c, c, c, c, False),
+        "max_pool2d": lambda: F.max_pool2d(img, 3, 2, 1), "adaptive_avg_pool2d": lambda: F.adaptive_avg_pool2d(img, 1),
+    }
 
 
 def cold_dispatch_costs(timer: Timer, *, samples: int = 12, gaps_us: tuple[int, ...] = COLD_GAPS_US,
-                        clock: Callable[[], float] | None = None) -> list[ScalarPoint]:
-    """Extra seconds of a tiny op's call when ``gap`` of other work ran since that op last ran.
+                        clock: Callable[[], float] | None = None,
+                        ops: Mapping[str, Callable[[], object]] | None = None) -> list[ScalarPoint]:
+    """Extra seconds of a small op's call when ``gap`` of other work ran since that op last ran.
 
     A network calls each kind of small op once a layer, with the layer's other kernels in
     between: by then that op's code and data (its kernel, its TensorIterator path) have left
-    the caches and the TLBs, on this machine and to the other tenants of a shared host. Each
-    sample copies an 8 MiB buffer 256 KiB at a time (other kernels' work; each copy takes a few
-    us, so the gap overshoots by little) for ``gap``, then times one call of each tiny op (relu,
-    add, mean, mul: each last ran one gap ago) and, after them, each again (warm); the cost is
-    the median over samples and ops of first minus second (``dispatch.cold_gap_<us>``).
-    Measured: on this 2-vCPU VM the first call costs ~10 us more after 1 ms and ~50-150 us
-    more after 10-100 ms (not in the round-robin tiny-op timings, whose code stays warm)."""
+    the caches and the TLBs, on this machine and to the other tenants of a shared host. For each
+    sample and each op of :func:`cold_ops` in turn, other kernels' work runs for ``gap`` (an
+    8 MiB buffer copied 256 KiB at a time, each copy also allocating a small output as every
+    kernel of a network does, so the dispatcher and the allocator stay warm; each copy takes a
+    few us, so the gap overshoots by little), then that op is called twice: the first call is
+    the cold one, the second the warm one. Per op, the median over samples of first minus second
+    is its curve (``dispatch.cold_<op>_gap_<us>``); the median over the :data:`GENERIC_COLD_OPS`
+    samples is the curve of every other op (``dispatch.cold_gap_<us>``).
+    Every op is timed as the first call after its own gap: a call timed right after another
+    tiny op finds part of its path warmed by it (measured 2026-12-02: ``add`` right after
+    ``relu`` 11 us extra, first after a 3 ms gap 42 us; the protocol before that date timed the
+    four ops one after another after one gap). The extra depends on the op: measured the same
+    day after 3-10 ms with this filler, ~20 us for ``relu`` / ``add`` / ``mul``, ~30 for
+    ``tanh``, ~75-85 for ``mean`` and ``cat``, ~100-110 for SDPA at one query row (not in the
+    round-robin tiny-op timings, whose code stays warm).
+
+    >>> # simulated: each clock read takes 1 us; an op takes 10 us when no op ran in the last 3 us
+    >>> from dnnmap.calibrate.timing import CpuTimer
+    >>> t, last = [0.0], [0.0]
+    >>> def clock():
+    ...     t[0] += 1e-6; return t[0]
+    >>> def op():
+    ...     t[0] += 10e-6 if t[0] - last[0] > 3e-6 else 1e-6; last[0] = t[0]
+    >>> pts = cold_dispatch_costs(CpuTimer(), samples=2, gaps_us=(5,), clock=clock, ops={"relu": op, "add": op})
+    >>> [(p.name, round(p.value * 1e6)) for p in pts]   # cold 10 + 1 (clock) minus warm 1 + 1
+    [('dispatch.cold_gap_5', 9), ('dispatch.cold_relu_gap_5', 9), ('dispatch.cold_add_gap_5', 9)]
+    """
     import statistics
     import time
 
     now = clock or time.perf_counter
     dev = timer.device
     src, dst = torch.randn(32, 1 << 16, device=dev), torch.empty(32, 1 << 16, device=dev)
-    y = torch.randn(1, 1, 768, device=dev)
-    ops = (lambda: torch.relu(y), lambda: y + y, lambda: y.mean(-1), lambda: y * y)
+    fns = dict(ops) if ops is not None else cold_ops(dev)
     out = []
     with torch.inference_mode():
-        for op in ops:  # each op has run once before the first gap
+        for op in fns.values():  # each op has run once before the first gap
             op()
         for gap in gaps_us:
-            extra = []
+            extra: dict[str, list[float]] = {name: [] for name in fns}
             for _ in range(samples):
-                end, j = now() + gap * 1e-6, 0
-                while now() < end:
-                    dst[j % 32].copy_(src[j % 32])
-                    j += 1
-                timer.synchronize()
-                cold = []
-                for op in ops:
+                for name, op in fns.items():
+                    end, j = now() + gap * 1e-6, 0
+                    while now() < end:
+                        dst[j % 32].copy_(src[j % 32])
+                        torch.empty(768, device=dev)
+                        j += 1
+                    timer.synchronize()
                     t0 = now()
                     op()
-                    cold.append(now() - t0)
-                for op, c in zip(ops, cold, strict=True):
+                    cold = now() - t0
                     t0 = now()
                     op()
-                    extra.append(c - (now() - t0))
-            out.append(ScalarPoint(f"dispatch.cold_gap_{gap}", max(statistics.median(extra), 0.0), "s"))
+                    extra[name].append(cold - (now() - t0))
+            generic = [e for name in GENERIC_COLD_OPS if name in extra for e in extra[name]]
+            out.append(ScalarPoint(f"dispatch.cold_gap_{gap}", max(statistics.median(generic), 0.0), "s"))
+            out += [ScalarPoint(f"dispatch.cold_{name}_gap_{gap}", max(statistics.median(v), 0.0), "s")
+                    for name, v in extra.items()]
     return out
 
 

@@ -20,7 +20,7 @@ from dnnmap.fusion.fuser import group_io
 from dnnmap.fusion.kinds import FusionKind, GraphIndex
 from dnnmap.fusion.parallelism import parallelism_of
 from dnnmap.fusion.partition import Partition, Strategy, Subgraph
-from dnnmap.ir import Graph, Op
+from dnnmap.ir import Graph, Op, OpClass
 from dnnmap.ir.classify import op_name
 
 _SHORT = {
@@ -78,8 +78,11 @@ def _name(ops: list[Op], dom: Op, g: Graph, index: GraphIndex, kinds: list[Fusio
 
 
 def _dominant(ops: list[Op], costs: Mapping[str, OpCost]) -> Op:
-    """Tensor-core ops first, then most FLOPs, then the earliest."""
-    return max(ops, key=lambda o: (o.op_class.is_tensor_core, costs[o.id].flops, -int(o.id[2:]) if o.id[2:].isdigit() else 0))
+    """Tensor-core ops first, then ops that do work over views (a KV cache's ``cat`` after the
+    ``view`` / ``transpose`` that feed it: a view moves no data and costs one dispatch), then
+    most FLOPs, then the earliest."""
+    return max(ops, key=lambda o: (o.op_class.is_tensor_core, o.op_class is not OpClass.VIEW, costs[o.id].flops,
+                                   -int(o.id[2:]) if o.id[2:].isdigit() else 0))
 
 
 def build_subgraph(sid: int, members: list[int], counted: CountedGraph, index: GraphIndex,

@@ -252,16 +252,18 @@ def _bound(compute: float, memory: float, overhead: float) -> Bound:
 def cold_paths(works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device: Device) -> tuple[SubgraphEstimate, ...]:
     """The subgraphs (a CPU's, run one after another in this order) with each call's cold-path
     cost added: the measured extra of a call of an op kind after the time since that kind last
-    finished (:func:`dnnmap.mapping.measured.cold_dispatch_s`). The run repeats (a decode step
+    finished (:func:`dnnmap.mapping.measured.cold_dispatch_s`), on the op's own measured curve
+    where the calibration has one (``cat``, SDPA, ``mean`` ...), else on the generic one. The run repeats (a decode step
     after a decode step, a training step after a step, a benchmark's runs), so a kind's first
     call follows its last call of the previous run (gap: the rest of the run after it, plus the
     time to this call). Views run back to back with their neighbours and are left as they are.
     Nothing changes without a measured curve (GPU profiles, uncalibrated CPUs)."""
     from dataclasses import replace
 
-    curve = cal_terms.cold_curve(device)
-    if not curve:
+    curves = cal_terms.cold_curves(device)
+    if not curves:
         return subs
+    generic = curves.get("", [])
     t, last = 0.0, {}
     for w, s in zip(works, subs, strict=True):  # where each kind last ended in a plain run
         t += s.latency_s
@@ -271,7 +273,7 @@ def cold_paths(works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device
     t, out = 0.0, []
     for w, s in zip(works, subs, strict=True):
         if w.op_class is not OpClass.VIEW:
-            extra = cal_terms.cold_dispatch_s(curve, t - last[w.op_name])
+            extra = cal_terms.cold_dispatch_s(curves.get(w.op_name, generic), t - last[w.op_name])
             if extra > 0:
                 over, lat = s.overhead_s + extra, s.latency_s + extra
                 static = s.static_energy_j + device.idle_w * extra

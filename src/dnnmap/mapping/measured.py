@@ -30,7 +30,8 @@ lookups are by GEMM shape, conv kind, working-set size and ATen op kind only.
   depending on the allocator's history, and are left out.
 - :func:`cold_dispatch_s`: a CPU op's call when other work ran since that kind of op last ran
   (a layer's other kernels) costs more than the round-robin tiny-op latency: its code and data
-  have left the caches and TLBs. The measured curve of extra cost against that gap is applied
+  have left the caches and TLBs. The measured curve of extra cost against that gap (the op's own
+  where measured, :func:`cold_curves`) is applied
   in execution order by :func:`dnnmap.mapping.engine.cold_paths`.
 - imported kernel tables (``dnnmap calibrate --from-measurements``): :func:`imported_tensor_tflops`
   (scattered GEMM / bmm / conv shapes), :func:`op_kind` and :func:`op_bandwidth` (a vector
@@ -129,17 +130,34 @@ def dispatch_s(work: Work, device: Device) -> float | None:
     return (main + extra) * 1e-6
 
 
-def cold_curve(device: Device) -> list[tuple[float, float]]:
-    """(gap s, extra s) points of ``dispatch_cold_gap_<us>_us``: what a small op's call costs
-    beyond the tiny-op latency when ``gap`` of other work ran since that kind of op last ran
-    (see :func:`dnnmap.calibrate.microbench.cold_dispatch_costs`); [] when not measured."""
+def cold_curves(device: Device) -> dict[str, list[tuple[float, float]]]:
+    """(gap s, extra s) points of what a small op's call costs beyond the tiny-op latency when
+    ``gap`` of other work ran since that kind of op last ran (see
+    :func:`dnnmap.calibrate.microbench.cold_dispatch_costs`), by ATen op name
+    (``dispatch_cold_<op>_gap_<us>_us``) and, under ``""``, the generic curve every other op
+    takes (``dispatch_cold_gap_<us>_us``); {} when not measured.
+
+    >>> c = curves_of({"dispatch_cold_gap_100_us": 2.0, "dispatch_cold_cat_gap_100_us": 9.0,
+    ...                "dispatch_cold_cat_gap_1000_us": 30.0, "dispatch_view_us": 1.9})
+    >>> {op: [(round(g * 1e6), round(v * 1e6)) for g, v in pts] for op, pts in c.items()}   # us
+    {'': [(100, 2)], 'cat': [(100, 9), (1000, 30)]}
+    """
     cal = device.calibration
     if cal is None or device.device_class.value != "cpu":
-        return []
-    pre, post = "dispatch_cold_gap_", "_us"
-    pts = [(int(k[len(pre):-len(post)]) * 1e-6, v * 1e-6) for k, v in cal.scalars.items()
-           if k.startswith(pre) and k.endswith(post) and k[len(pre):-len(post)].isdigit()]
-    return sorted(pts)
+        return {}
+    return curves_of(cal.scalars)
+
+
+def curves_of(scalars: dict[str, float]) -> dict[str, list[tuple[float, float]]]:
+    """The cold curves in a profile's scalars (:func:`cold_curves`)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for k, v in scalars.items():
+        if not (k.startswith("dispatch_cold_") and k.endswith("_us")):
+            continue
+        op, sep, gap = k[len("dispatch_cold_"):-len("_us")].rpartition("gap_")
+        if sep and gap.isdigit() and (op == "" or op.endswith("_")):
+            out.setdefault(op[:-1], []).append((int(gap) / 1e6, v / 1e6))
+    return {op: sorted(pts) for op, pts in out.items()}
 
 
 def cold_dispatch_s(curve: list[tuple[float, float]], gap_s: float) -> float:
