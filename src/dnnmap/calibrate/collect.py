@@ -108,7 +108,7 @@ def count_steps(plan: Plan, dtypes: Sequence[str]) -> int:
     conv = sum(len(c.points()) for c in (*plan.convs, *plan.conv_backward))
     stream = len(plan.gemm_stream.points()) if plan.gemm_stream is not None else 0
     per_pass = gemm + conv + stream + 3 * len(plan.bandwidth_bytes) + 2 + bool(plan.op_sweep)  # + tiny ops, op kinds
-    return plan.passes * per_pass + 1  # + thread scaling
+    return plan.passes * per_pass
 
 
 @contextmanager
@@ -232,9 +232,14 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
     )] if plan.device == "cpu" else []
     if plan.device == "cpu":
         extra += host_probes(timer)
+        # in every pass, so the median of the passes holds: measured once after them until
+        # 2026-12-02, when one slow moment of the host's second vCPU gave a speed-up of 1.06
+        # (1.7-2.1 in every other sample that day) and every vector op ran at half speed
+        counts = tuple(sorted({1, torch.get_num_threads()}))
+        extra += thread_scaling(timer, counts, runs=r) if len(counts) > 1 else []
     for pt in tiny_op_latencies(timer, runs=r) + transcendental_rates(timer, runs=r) + extra:
         store.scalar(pt)
-    step(f"dispatch overhead, transcendentals{tag}")
+    step(f"dispatch overhead, transcendentals, thread scaling{tag}")
     for grid in _gemm_grids(plan, dtypes):
         probs = [gemm_problem(timer.device, grid.dtype, m, n, k) for m, n, k in grid.points()]
         with _tf32(grid.dtype == "tf32"):
@@ -315,10 +320,6 @@ def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | Non
     if not clean:  # every pass disturbed: keep what was measured, marked as such
         store = spoiled
     threads = torch.get_num_threads()
-    counts = tuple(sorted({1, threads}))
-    for pt in thread_scaling(timer, counts, runs=plan.runs) if len(counts) > 1 else []:
-        store.scalar(pt)
-    step("thread scaling")
     return Measurements(
         device=plan.device,
         device_name=device_name(plan.device),
