@@ -221,6 +221,11 @@ in the code or the profile. What these measurements *did* inform, and how:
   the >= 1 GFLOP GEMMs there, cuBLAS never as the dominant choice; now 1 %, and the tile edges
   agree with cuBLAS' kernel for 22 % of them (13 % before; `cuBLAS`' own heuristic is not
   modelled). Effect here: all eager 8.1 -> 7.8 %, A100 4.6 -> 3.3 %, compiled 1.4 -> 2.2 %.
+- **A subgraph's dominant op is never a view when it holds a real op** (`fusion/build.py:
+  _dominant`, 2026-12-02): a group such as `[view, view, cat]` or `[transpose, clone]` (no FLOPs
+  anywhere) took the class and name of its first view and was priced as one; it is now priced as
+  the copy it is. Found in a CPU decode step (the KV cache's `cat`, docs/llm.md); effect here:
+  all eager 7.8 -> 7.9 %, A100 3.3 -> 3.5 %, V100 5.2 -> 5.4 %.
 """
 
 

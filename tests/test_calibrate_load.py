@@ -31,10 +31,32 @@ def test_a_disturbed_pass_is_thrown_away_and_run_again() -> None:
 def test_only_the_clean_passes_are_combined() -> None:
     """Three passes wanted, the second disturbed: it is thrown away and a retry runs; the points
     are the median of the three clean passes, and the count is recorded."""
-    meas = collect(replace(TINY, passes=3), meter=FixedLoad([0.0, 0.9, 0.0, 0.0]), policy=NO_WAIT)
+    seen: list[tuple[int, int]] = []
+    meas = collect(replace(TINY, passes=3), meter=FixedLoad([0.0, 0.9, 0.0, 0.0]), policy=NO_WAIT,
+                   progress=lambda what, done, total: seen.append((done, total)))
     assert meas.load_shares == (0.0, 0.9, 0.0, 0.0) and not meas.disturbed
     assert meas.passes_combined == 3
     assert len(meas.gemm) == 1  # one grid point, one combined result
+    assert seen[-1][0] == seen[-1][1]  # the progress bar ends full, the retry's steps counted
+
+
+def test_the_thread_speed_up_is_timed_in_every_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One slow moment of a vCPU must not set every vector op's rate: the speed-up is timed in
+    each pass (retries included) and the passes' median kept."""
+    import sys
+
+    import torch
+
+    from dnnmap.calibrate.microbench import ScalarPoint
+
+    col = sys.modules["dnnmap.calibrate.collect"]
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    two = iter([2.0, 1.0, 2.0, 1.9])  # seconds on 2 threads, pass by pass: pass 2 is the slow moment
+    monkeypatch.setattr(col, "thread_scaling", lambda timer, counts, runs: [
+        ScalarPoint("threads.1.gemm512", 3.6, "s"), ScalarPoint("threads.2.gemm512", next(two), "s")])
+    meas = collect(replace(TINY, passes=3), meter=FixedLoad([0.0, 0.0, 0.9, 0.0]), policy=NO_WAIT)
+    assert meas.scalar("threads.2.gemm512") == 1.9  # median of the clean passes 2.0, 1.0, 1.9
 
 
 def test_every_pass_disturbed_is_reported() -> None:

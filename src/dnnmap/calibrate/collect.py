@@ -300,7 +300,7 @@ def collect(plan: Plan, progress: Progress | None = None, meter: LoadMeter | Non
     costs = counted_costs(names) if names else {}
     store, spoiled, shares = _Store(), _Store(), []
     clean = attempt = 0
-    per_pass = (step.total - 1) // plan.passes
+    per_pass = step.total // plan.passes
     while clean < plan.passes and attempt < plan.passes + (policy.retries if meter else 0):
         tag = f" (pass {attempt + 1}/{plan.passes})" if plan.passes > 1 or attempt else ""
         if attempt >= plan.passes:  # a retry: wait for the machine to go idle, and count its steps

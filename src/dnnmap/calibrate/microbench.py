@@ -273,10 +273,13 @@ def cold_dispatch_costs(timer: Timer, *, samples: int = 12, gaps_us: tuple[int, 
     Every op is timed as the first call after its own gap: a call timed right after another
     tiny op finds part of its path warmed by it (measured 2026-12-02: ``add`` right after
     ``relu`` 11 us extra, first after a 3 ms gap 42 us; the protocol before that date timed the
-    four ops one after another after one gap). The extra depends on the op: measured the same
-    day after 3-10 ms with this filler, ~20 us for ``relu`` / ``add`` / ``mul``, ~30 for
-    ``tanh``, ~75-85 for ``mean`` and ``cat``, ~100-110 for SDPA at one query row (not in the
-    round-robin tiny-op timings, whose code stays warm).
+    four ops one after another after one gap). The extra depends on the op: in the calibration of
+    04:27 that day, after 3-10 ms, 20-29 us for ``relu`` / ``add`` / ``mul``, 32-35 for ``cat``,
+    35-41 for ``tanh``, 84-93 for ``mean`` and ``batch_norm``, 96-104 for SDPA at one query row,
+    121-130 for ``adaptive_avg_pool2d`` and ``gelu`` (not in the round-robin tiny-op timings,
+    whose code stays warm). Under ~1 ms it also depends on the traffic in between: after 0.3 ms
+    of 24 KiB copies it is about a third of the value after 0.3 ms of 8 MiB copies (the filler
+    here); after 1-3 ms the two agree (docs/llm.md, small models).
 
     >>> # simulated: each clock read takes 1 us; an op takes 10 us when no op ran in the last 3 us
     >>> from dnnmap.calibrate.timing import CpuTimer
@@ -317,6 +320,7 @@ def cold_dispatch_costs(timer: Timer, *, samples: int = 12, gaps_us: tuple[int, 
                     op()
                     extra[name].append(cold - (now() - t0))
             generic = [e for name in GENERIC_COLD_OPS if name in extra for e in extra[name]]
+            generic = generic or [e for v in extra.values() for e in v]  # none of them measured: all ops
             out.append(ScalarPoint(f"dispatch.cold_gap_{gap}", max(statistics.median(generic), 0.0), "s"))
             out += [ScalarPoint(f"dispatch.cold_{name}_gap_{gap}", max(statistics.median(v), 0.0), "s")
                     for name, v in extra.items()]

@@ -273,7 +273,7 @@ def cold_paths(works: Sequence[Work], subs: tuple[SubgraphEstimate, ...], device
     t, out = 0.0, []
     for w, s in zip(works, subs, strict=True):
         if w.op_class is not OpClass.VIEW:
-            extra = cal_terms.cold_dispatch_s(curves.get(w.op_name, generic), t - last[w.op_name])
+            extra = cal_terms.cold_dispatch_s(curves.get(cal_terms.cold_key(w.op_name), generic), t - last[w.op_name])
             if extra > 0:
                 over, lat = s.overhead_s + extra, s.latency_s + extra
                 static = s.static_energy_j + device.idle_w * extra

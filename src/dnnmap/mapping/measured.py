@@ -99,12 +99,10 @@ def fresh_pages_s(work: Work, device: Device) -> float:
     16384
     """
     from dnnmap.hardware.schema import DeviceClass
-    from dnnmap.ir.classify import inplace_base
 
     cal = device.calibration
     us = _scalar(cal, "fresh_page_us") if cal is not None else None
-    if (us is None or device.device_class is not DeviceClass.CPU or work.op_class is OpClass.VIEW
-            or inplace_base(work.op_name) is not None):
+    if us is None or device.device_class is not DeviceClass.CPU or work.op_class is OpClass.VIEW or work.inplace:
         return 0.0
     pages = sum(-(-b // PAGE_BYTES) for _, b in work.writes if b >= MMAP_THRESHOLD_MAX)
     return pages * us * 1e-6
@@ -303,6 +301,16 @@ def conv_backward_tflops(work: Work, device: Device) -> float | None:
 
 # ATen spellings of the op kinds the tables name (in-place ``add_`` is handled by stripping "_")
 _OP_KIND_ALIASES = {"_softmax": "softmax", "native_layer_norm": "layer_norm", "clamp_min": "relu"}
+
+
+def cold_key(op_name: str) -> str:
+    """The cold curve standing for an op: the op a training capture records below autograd
+    names the kernel the inference op runs (``native_layer_norm`` -> ``layer_norm``).
+
+    >>> cold_key("native_layer_norm"), cold_key("cat")
+    ('layer_norm', 'cat')
+    """
+    return _OP_KIND_ALIASES.get(op_name, op_name)
 
 
 def op_kind(work: Work, cal: Calibration | None) -> str | None:

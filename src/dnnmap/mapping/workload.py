@@ -48,6 +48,9 @@ class Work:
     # subgraph's ops enter (each nn.Module.__call__ costs Python time in eager mode)
     leaf_module: bool = False
     module_entries: int = 0
+    # the dominant op writes into its input (``copy_``, ``index_copy_``, ``relu_``): it
+    # allocates no output (``op_name`` carries the out-of-place name, for the rate tables)
+    inplace: bool = False
     # activation tensors read / written, (tensor id, bytes at the precision), for the L2
     # residency pass (mapping/residency.py)
     reads: tuple[tuple[str, int], ...] = ()
@@ -129,6 +132,7 @@ def work_of(graph: Graph, sg: Subgraph, precision: Precision, eager: bool = Fals
         gemm_like=gemm_like,
         pointwise=sg.op_class is OpClass.CONV and _is_pointwise(graph, sg),
         op_name=_dominant_name(graph, sg),
+        inplace=_dominant_inplace(graph, sg),
         dispatches=len(sg.op_ids) if eager else 1,
         leaf_module=bool(calls and calls.is_leaf_op(graph, sg)),
         module_entries=sum(calls.entries.get(o, 0) for o in sg.op_ids) if calls else 0,
@@ -185,6 +189,14 @@ def _dominant_name(graph: Graph, sg: Subgraph) -> str:
             name = op_name(op.target)
             return inplace_base(name) or name  # relu_ costs what relu costs
     return ""
+
+
+def _dominant_inplace(graph: Graph, sg: Subgraph) -> bool:
+    """Whether the first op of the subgraph's dominant class writes into its input."""
+    from dnnmap.ir.classify import inplace_base, op_name
+
+    main = next((graph.op(o) for o in sg.op_ids if graph.op(o).op_class is sg.op_class), None)
+    return main is not None and inplace_base(op_name(main.target)) is not None
 
 
 def _is_pointwise(graph: Graph, sg: Subgraph) -> bool:

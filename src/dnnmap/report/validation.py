@@ -205,6 +205,8 @@ def render_calibration(profile: Any) -> list[Any]:
     for k, v in sorted(cal.scalars.items()):
         if k.startswith("probe_"):  # the host-speed yardsticks: their own line below
             continue
+        if k.startswith("dispatch_cold_") and "_gap_" in k and not k.endswith("_gap_10000_us"):
+            continue  # one row per op's cold-path curve (after 10 ms), not its six points
         if k.endswith("_us"):
             ops.add_row(k.removesuffix("_us").replace("_", " "), seconds(v * 1e-6))
         elif k.endswith("_per_s"):
