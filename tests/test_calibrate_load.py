@@ -17,7 +17,7 @@ from dnnmap.calibrate.plan import MIN_PEAK_FLOPS, GemmGrid, Plan, plan_for
 from dnnmap.calibrate.quiet import FixedLoad, LoadPolicy, OtherProcessesLoad
 
 TINY = Plan(device="cpu", gemm_fp32=GemmGrid("float32", m=(8,), n=(8,), k=(8,)), gemm_other=(), convs=(),
-            bandwidth_bytes=(4096,), runs=1, warmup=0, min_seconds=0.0)
+            bandwidth_bytes=(4096,), runs=1, warmup=0, min_seconds=0.0, cold_gaps_us=(100,), cold_samples=1)
 NO_WAIT = LoadPolicy(max_share=0.15, retries=2, idle_wait_s=0.0)
 
 

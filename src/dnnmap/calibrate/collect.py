@@ -22,7 +22,6 @@ from typing import TypeVar
 import torch
 
 from dnnmap.calibrate.microbench import (
-    COLD_GAPS_US,
     BandwidthPoint,
     ConvPoint,
     GemmPoint,
@@ -228,7 +227,7 @@ def _one_pass(plan: Plan, timer: Timer, dtypes: Sequence[str], costs: dict, stor
     r, s = plan.runs, plan.min_seconds
     _settle(plan)  # once per pass: under a steady background load, waiting longer buys nothing
     extra = [fresh_page_cost(timer, runs=r), *cold_dispatch_costs(
-        timer, samples=4 if plan.quick else 12, gaps_us=(100, 1000) if plan.quick else COLD_GAPS_US,
+        timer, samples=plan.cold_samples, gaps_us=plan.cold_gaps_us,
     )] if plan.device == "cpu" else []
     if plan.device == "cpu":
         extra += host_probes(timer)

@@ -224,6 +224,7 @@ def tiny_op_latencies(timer: Timer, *, runs: int) -> list[ScalarPoint]:
 
 
 # gaps (us) after which a tiny op's first call is timed: a layer of a decode step takes ~1-5 ms
+# (the default; a calibration takes its plan's ``cold_gaps_us``)
 COLD_GAPS_US = (100, 300, 1000, 3000, 10000, 30000)
 # the ops whose curve every op kind without its own takes (their median)
 GENERIC_COLD_OPS = ("relu", "add", "mean", "mul")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnnmap.calibrate.microbench import COLD_GAPS_US
 from dnnmap.calibrate.opkinds import OPS, QUICK, TRAINING
 
 ALL_OPKINDS = tuple(OPS)
@@ -108,6 +109,10 @@ class Plan:
     gemm_stream: StreamGrid | None = None  # cold weight-streaming GEMMs (CPU decode)
     conv_backward: tuple[ConvGrid, ...] = ()  # ``convolution_backward`` (grad input + grad weight)
     op_sweep: tuple[str, ...] = ()  # op kinds also timed over sizes -> op-kind bandwidth tables
+    # cold code paths (CPU): gaps (us) after which each small op's first call is timed, and
+    # samples per gap and op (see dnnmap.calibrate.microbench.cold_dispatch_costs)
+    cold_gaps_us: tuple[int, ...] = COLD_GAPS_US
+    cold_samples: int = 12
 
 
 # Every GEMM grid's largest point has at least this many FLOPs: the measured peak of a
@@ -143,6 +148,8 @@ def plan_for(device: str, quick: bool = False) -> Plan:
             runs=3,
             min_seconds=0.005,
             quick=True,
+            cold_gaps_us=(100, 1000),
+            cold_samples=4,
             opkinds=QUICK_OPKINDS,
             gemm_stream=StreamGrid(m=(1, 4), n=(256, 2048), k=(256, 2048), pool_bytes=64 << 20),
             op_sweep=("native_batch_norm_backward",),
