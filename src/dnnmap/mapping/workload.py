@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from dnnmap.fusion.partition import Parallelism, Partition, Subgraph
 from dnnmap.hardware.schema import Precision
-from dnnmap.ir import Graph, OpClass
+from dnnmap.ir import Graph, Op, OpClass
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +166,7 @@ class ModuleCalls:
         return cls(entries, frozenset(p for p in paths if p and p not in inner))
 
     def is_leaf_op(self, graph: Graph, sg: Subgraph) -> bool:
-        main = next((graph.op(o) for o in sg.op_ids if graph.op(o).op_class is sg.op_class), None)
+        main = _dominant_op(graph, sg)
         return main is not None and main.module_path in self.leaves
 
 
@@ -179,23 +179,27 @@ def _prefixes(paths: set[str]) -> set[str]:
     return out
 
 
+def _dominant_op(graph: Graph, sg: Subgraph) -> Op | None:
+    """The first op of the subgraph's dominant class (None if none has it)."""
+    return next((graph.op(o) for o in sg.op_ids if graph.op(o).op_class is sg.op_class), None)
+
+
 def _dominant_name(graph: Graph, sg: Subgraph) -> str:
     """ATen name (no namespace / overload) of the first op of the subgraph's dominant class."""
     from dnnmap.ir.classify import inplace_base, op_name
 
-    for oid in sg.op_ids:
-        op = graph.op(oid)
-        if op.op_class is sg.op_class:
-            name = op_name(op.target)
-            return inplace_base(name) or name  # relu_ costs what relu costs
-    return ""
+    main = _dominant_op(graph, sg)
+    if main is None:
+        return ""
+    name = op_name(main.target)
+    return inplace_base(name) or name  # relu_ costs what relu costs
 
 
 def _dominant_inplace(graph: Graph, sg: Subgraph) -> bool:
     """Whether the first op of the subgraph's dominant class writes into its input."""
     from dnnmap.ir.classify import inplace_base, op_name
 
-    main = next((graph.op(o) for o in sg.op_ids if graph.op(o).op_class is sg.op_class), None)
+    main = _dominant_op(graph, sg)
     return main is not None and inplace_base(op_name(main.target)) is not None
 
 
